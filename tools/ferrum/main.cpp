@@ -1,0 +1,20 @@
+#include <cstdio>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"ferrum: transformer inference engine"};
+  app.require_subcommand(1);
+  int exit_code = 0;
+  ferrum::cli::add_info(app, exit_code);
+  ferrum::cli::add_logits(app, exit_code);
+  ferrum::cli::add_generate(app, exit_code);
+  ferrum::cli::add_bench(app, exit_code);
+  ferrum::cli::add_convert(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return exit_code;
+}
