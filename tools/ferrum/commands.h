@@ -10,6 +10,5 @@ void add_info(CLI::App& app, int& exit_code);
 void add_logits(CLI::App& app, int& exit_code);
 void add_generate(CLI::App& app, int& exit_code);
 void add_bench(CLI::App& app, int& exit_code);
-void add_convert(CLI::App& app, int& exit_code);
 
 }  // namespace ferrum::cli

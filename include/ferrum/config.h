@@ -1,0 +1,26 @@
+// Runtime options, built once (CLI flags over FERRUM_* environment over defaults) and passed down.
+// Hot paths read these fields; nothing reads the environment after start-up.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "ferrum/status.h"
+
+namespace ferrum {
+
+struct RuntimeConfig {
+  std::string backend = "cpu";      // cpu | reference (| cuda when built with it)
+  int threads = 0;                  // 0: all cores
+  int64_t kv_capacity = 0;          // tokens per sequence; 0: min(model context, 4096)
+  int64_t max_seqs = 4;             // sequences whose KV can be resident at once
+  int64_t max_batch_tokens = 512;   // tokens per forward step; longer prompts are chunked
+  bool profile = false;             // per-stage timings
+
+  // Defaults overridden by FERRUM_BACKEND, FERRUM_THREADS, FERRUM_KV_CAPACITY, FERRUM_MAX_SEQS,
+  // FERRUM_MAX_BATCH_TOKENS, FERRUM_PROFILE. A malformed value is an error naming the variable.
+  static Result<RuntimeConfig> from_env();
+  std::string to_string() const;
+};
+
+}  // namespace ferrum

@@ -1,0 +1,82 @@
+// The runtime API: a loaded model, its backend, its KV cache and scratch memory, and the calls
+// that run it (mirrors ferrum-infer-rs's DecoderOnlyLLM). Not thread-safe: one caller drives it
+// (the CLI, or the server's scheduler thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ferrum/config.h"
+#include "ferrum/model_config.h"
+#include "ferrum/status.h"
+
+namespace ferrum {
+
+class Profiler;
+
+// Logits rows [rows, vocab] in host memory owned by the runtime; valid until its next call.
+struct LogitsView {
+  const float* data = nullptr;
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  const float* row(int64_t i) const { return data + i * vocab; }
+};
+
+class Runtime {
+ public:
+  // `model_path`: a .gguf file or a Hugging Face folder.
+  static Result<std::unique_ptr<Runtime>> load(const std::string& model_path, const RuntimeConfig& cfg);
+  ~Runtime();
+
+  const ModelConfig& config() const;
+  const RuntimeConfig& runtime_config() const;
+  std::string backend_description() const;
+
+  // Appends `tokens` to sequence `seq` (after what it already holds) and returns the logits after
+  // the last token, or after every token when `all_logits`. Long inputs run in chunks.
+  Result<LogitsView> prefill(int64_t seq, std::span<const int32_t> tokens, bool all_logits = false);
+  // Runs one token at position `pos` (<= the sequence's length; a smaller pos rewinds the sequence).
+  Result<LogitsView> decode(int64_t seq, int32_t token, int64_t pos);
+  struct DecodeItem {
+    int64_t seq;
+    int32_t token;
+    int64_t pos;
+  };
+  // One token for each of several distinct sequences in one step; row i belongs to items[i].
+  Result<LogitsView> decode_batch(std::span<const DecodeItem> items);
+
+  // The general step the others are built on: a ragged batch, each entry a run of tokens of one
+  // sequence starting at `pos`. Logits come back for each entry's last token, or all its tokens.
+  struct Work {
+    int64_t seq;
+    std::span<const int32_t> tokens;
+    int64_t pos;
+    bool all_logits = false;
+  };
+  Result<LogitsView> step(std::span<const Work> work);
+
+  // Reserves KV for `max_tokens` tokens of `seq` now (warm-up), so later steps cannot run out.
+  Status prepare(int64_t seq, int64_t max_tokens);
+  // Returns the sequence's KV blocks to the pool.
+  void release(int64_t seq);
+  // Releases every sequence.
+  void reset();
+  int64_t kv_capacity() const;
+  int64_t seq_length(int64_t seq) const;
+  int64_t kv_free_blocks() const;
+  int64_t kv_total_blocks() const;
+  // Tokens one step may hold, and logit rows one step may return.
+  int64_t max_step_tokens() const;
+  int64_t max_step_outputs() const;
+  Profiler& profiler();
+
+ private:
+  struct Impl;
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ferrum

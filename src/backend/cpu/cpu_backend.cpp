@@ -1,0 +1,229 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace ferrum {
+
+namespace {
+const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
+                              DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+// Contiguous share [begin, end) of n items for thread `tid` of `nth`, in multiples of `align`.
+inline void thread_range(int64_t n, int tid, int nth, int64_t align, int64_t* begin, int64_t* end) {
+  const int64_t units = (n + align - 1) / align;
+  const int64_t per = units / nth, extra = units % nth;
+  const int64_t u0 = tid * per + std::min<int64_t>(tid, extra);
+  const int64_t u1 = u0 + per + (tid < extra ? 1 : 0);
+  *begin = std::min(n, u0 * align);
+  *end = std::min(n, u1 * align);
+}
+}  // namespace
+
+CpuBackend::CpuBackend(int threads)
+    : threads_(threads > 0 ? threads : omp_get_num_procs()), ops_(cpu::best_vec_ops()) {
+  omp_set_num_threads(threads_);
+  for (DType t : kWeightTypes) kernels_[static_cast<size_t>(t)] = quant::best_matmul_kernel(t);
+}
+
+std::string CpuBackend::describe() const {
+  std::string s = "cpu (" + std::to_string(threads_) + " threads, " + ops_.isa + "); matmul kernels:";
+  for (DType t : kWeightTypes)
+    if (const auto* k = kernels_[static_cast<size_t>(t)]) s += std::string(" [") + k->name + "]";
+  return s;
+}
+
+void CpuBackend::embed(const Tensor& table, const int32_t* ids, Tensor out) {
+#pragma omp parallel for schedule(static) if (out.rows() > 1)
+  for (int64_t i = 0; i < out.rows(); ++i)
+    quant::dequantize_row(table.type, table.row<uint8_t>(ids[i]), out.row<float>(i), table.cols());
+}
+
+void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor out) {
+  const float* wr = w.row<float>(0);
+#pragma omp parallel for schedule(static) if (x.rows() > 4)
+  for (int64_t r = 0; r < x.rows(); ++r) ops_.rms_norm(x.row<float>(r), wr, eps, out.row<float>(r), x.cols());
+}
+
+void CpuBackend::add_rms_norm(Tensor x, const Tensor& y, const Tensor& w, float eps, Tensor out) {
+  const float* wr = w.row<float>(0);
+#pragma omp parallel for schedule(static) if (x.rows() > 4)
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    ops_.add(x.row<float>(r), y.row<float>(r), x.cols());
+    ops_.rms_norm(x.row<float>(r), wr, eps, out.row<float>(r), x.cols());
+  }
+}
+
+void CpuBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor out) {
+  const int64_t n = x.cols();
+  const float* wr = w.row<float>(0);
+  const float* br = b.row<float>(0);
+#pragma omp parallel for schedule(static) if (x.rows() > 4)
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    const float* xr = x.row<float>(r);
+    float* o = out.row<float>(r);
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < n; ++i) mean += xr[i];
+    mean /= double(n);
+    for (int64_t i = 0; i < n; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    const float inv = static_cast<float>(1.0 / std::sqrt(var / double(n) + eps));
+    const float m = static_cast<float>(mean);
+    for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] - m) * inv * wr[i] + br[i];
+  }
+}
+
+void CpuBackend::add(Tensor x, const Tensor& y) {
+#pragma omp parallel for schedule(static) if (x.rows() > 4)
+  for (int64_t r = 0; r < x.rows(); ++r) ops_.add(x.row<float>(r), y.row<float>(r), x.cols());
+}
+
+void CpuBackend::add_bias(Tensor x, const Tensor& bias) {
+  const float* b = bias.row<float>(0);
+  for (int64_t r = 0; r < x.rows(); ++r) ops_.add(x.row<float>(r), b, x.cols());
+}
+
+void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
+  const quant::MatmulKernel* kern = kernels_[static_cast<size_t>(w.type)];
+  const int64_t k = w.cols(), n_tokens = x.rows(), n_rows = w.rows();
+  const void* act = x.data;
+  size_t act_stride = x.row_stride();
+  if (kern->act_type != DType::F32) {
+    act_stride = quant::act_row_bytes(*kern, k);
+    const size_t need = act_stride * static_cast<size_t>(n_tokens);
+    if (act_buf_.size() < need) act_buf_.resize(need);
+    uint8_t* qa = act_buf_.data();
+#pragma omp parallel for schedule(static) if (n_tokens > 1)
+    for (int64_t t = 0; t < n_tokens; ++t) kern->quantize_act(x.row<float>(t), qa + t * act_stride, k);
+    act = qa;
+  }
+  float* y = out.row<float>(0);
+  const int64_t ldy = static_cast<int64_t>(out.row_stride() / sizeof(float));
+  const auto* wbase = static_cast<const uint8_t*>(w.data);
+  const size_t wstride = w.row_stride();
+#pragma omp parallel
+  {
+    int64_t r0, r1;
+    thread_range(n_rows, omp_get_thread_num(), omp_get_num_threads(), 16, &r0, &r1);
+    if (r1 > r0) kern->gemm(wbase + r0 * wstride, wstride, act, act_stride, k, n_tokens, y + r0, ldy, r1 - r0);
+  }
+}
+
+void CpuBackend::rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) {
+  const int64_t half = p.rope_dim / 2;
+#pragma omp parallel for schedule(static) if (x.rows() > 1)
+  for (int64_t t = 0; t < x.rows(); ++t) {
+    // cos/sin once per token, shared by all heads (computed in double like the reference).
+    float cs[512], sn[512];
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = double(positions[t]) * double(p.inv_freq[i]);
+      cs[i] = static_cast<float>(std::cos(a));
+      sn[i] = static_cast<float>(std::sin(a));
+    }
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x.row<float>(t) + h * p.head_dim;
+      if (p.style == RopeStyle::Neox) {
+        for (int64_t i = 0; i < half; ++i) {
+          const float x0 = v[i], x1 = v[i + half];
+          v[i] = x0 * cs[i] - x1 * sn[i];
+          v[i + half] = x0 * sn[i] + x1 * cs[i];
+        }
+      } else {
+        for (int64_t i = 0; i < half; ++i) {
+          const float x0 = v[2 * i], x1 = v[2 * i + 1];
+          v[2 * i] = x0 * cs[i] - x1 * sn[i];
+          v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+        }
+      }
+    }
+  }
+}
+
+void CpuBackend::kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v, const int32_t* slots) {
+  for (int64_t t = 0; t < k.rows(); ++t) {
+    std::memcpy(k_cache.row<float>(slots[t]), k.row<float>(t), static_cast<size_t>(k.cols()) * sizeof(float));
+    std::memcpy(v_cache.row<float>(slots[t]), v.row<float>(t), static_cast<size_t>(v.cols()) * sizeof(float));
+  }
+}
+
+void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionLayout& L,
+                           const AttentionParams& p, Tensor out) {
+  const int64_t group = p.n_heads / p.n_kv_heads;
+  const int64_t hd = p.head_dim;
+  const int64_t bs = L.block_size;
+  // One (token, head) pair per task; each keeps an online softmax (running max m, sum l) over the
+  // key blocks of its sequence, so no score buffer of context length is needed.
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (L.n_tokens * p.n_heads > 1)
+  for (int64_t t = 0; t < L.n_tokens; ++t) {
+    for (int64_t h = 0; h < p.n_heads; ++h) {
+      const int32_t* table = L.block_tables + L.seq_index[t] * L.max_blocks;
+      const int64_t pos = L.positions[t];
+      const int64_t first = p.window > 0 ? std::max<int64_t>(0, pos - p.window + 1) : 0;
+      const float* qh = q.row<float>(t) + h * hd;
+      const int64_t koff = (h / group) * hd;
+      float* o = out.row<float>(t) + h * hd;
+      std::fill(o, o + hd, 0.0f);
+      float m = -INFINITY, l = 0.0f;
+      float s[64];
+      for (int64_t j0 = first; j0 <= pos; j0 += 64 - (j0 % 64 == 0 ? 0 : j0 % 64)) {
+        const int64_t j1 = std::min(pos + 1, (j0 / 64 + 1) * 64);
+        float bm = -INFINITY;
+        for (int64_t j = j0; j < j1; ++j) {
+          const int64_t slot = int64_t(table[j / bs]) * bs + j % bs;
+          s[j - j0] = ops_.dot(qh, k_cache.row<float>(slot) + koff, hd) * p.scale;
+          bm = std::max(bm, s[j - j0]);
+        }
+        const float m_new = std::max(m, bm);
+        const float corr = std::exp(m - m_new);
+        if (l > 0.0f) ops_.scale(o, corr, hd);
+        l *= corr;
+        for (int64_t j = j0; j < j1; ++j) {
+          const float e = std::exp(s[j - j0] - m_new);
+          l += e;
+          const int64_t slot = int64_t(table[j / bs]) * bs + j % bs;
+          ops_.axpy(e, v_cache.row<float>(slot) + koff, o, hd);
+        }
+        m = m_new;
+      }
+      ops_.scale(o, 1.0f / l, hd);
+    }
+  }
+}
+
+void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor out) {
+#pragma omp parallel for schedule(static) if (gate.rows() > 1)
+  for (int64_t r = 0; r < gate.rows(); ++r)
+    ops_.silu_mul(gate.row<float>(r), up.row<float>(r), out.row<float>(r), gate.cols());
+}
+
+void CpuBackend::gelu_tanh_mul(const Tensor& gate, const Tensor& up, Tensor out) {
+#pragma omp parallel for schedule(static) if (gate.rows() > 1)
+  for (int64_t r = 0; r < gate.rows(); ++r)
+    for (int64_t i = 0; i < gate.cols(); ++i) {
+      const float g = gate.row<float>(r)[i];
+      const float gl = 0.5f * g * (1.0f + std::tanh(0.7978845608f * (g + 0.044715f * g * g * g)));
+      out.row<float>(r)[i] = gl * up.row<float>(r)[i];
+    }
+}
+
+void CpuBackend::gelu_erf(Tensor x) {
+#pragma omp parallel for schedule(static) if (x.rows() > 1)
+  for (int64_t r = 0; r < x.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i) {
+      const float v = x.row<float>(r)[i];
+      x.row<float>(r)[i] = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    }
+}
+
+void CpuBackend::scale(Tensor x, float s) {
+  for (int64_t r = 0; r < x.rows(); ++r) ops_.scale(x.row<float>(r), s, x.cols());
+}
+
+void CpuBackend::gather_rows(const Tensor& x, const int32_t* rows, Tensor out) {
+  for (int64_t r = 0; r < out.rows(); ++r)
+    std::memcpy(out.row<float>(r), x.row<float>(rows[r]), static_cast<size_t>(x.cols()) * sizeof(float));
+}
+
+}  // namespace ferrum

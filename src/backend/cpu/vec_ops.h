@@ -1,0 +1,26 @@
+// Row-level float kernels of the CPU backend, compiled once per instruction set
+// (vec_ops_{generic,avx2,avx512}.cpp include vec_ops_impl.h) and chosen when the backend is created.
+#pragma once
+
+#include <cstdint>
+
+namespace ferrum::cpu {
+
+struct VecOps {
+  const char* isa;
+  float (*dot)(const float* a, const float* b, int64_t n);
+  void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
+  void (*scale)(float* y, float a, int64_t n);
+  // out = x * inv_rms(x) * w; returns nothing, reads x once for the sum of squares.
+  void (*rms_norm)(const float* x, const float* w, float eps, float* out, int64_t n);
+  void (*add)(float* x, const float* y, int64_t n);
+  void (*silu_mul)(const float* g, const float* u, float* out, int64_t n);
+};
+
+const VecOps& vec_ops_generic();
+const VecOps& vec_ops_avx2();
+const VecOps& vec_ops_avx512();
+// Best for this CPU (read once).
+const VecOps& best_vec_ops();
+
+}  // namespace ferrum::cpu

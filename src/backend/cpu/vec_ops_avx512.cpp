@@ -1,0 +1,10 @@
+#include <cmath>
+
+#include "backend/cpu/vec_ops.h"
+
+namespace ferrum::cpu {
+namespace {
+#include "backend/cpu/vec_ops_impl.h"
+}  // namespace
+FERRUM_DEFINE_VEC_OPS(vec_ops_avx512, "avx512")
+}  // namespace ferrum::cpu

@@ -1,0 +1,164 @@
+#include "backend/reference/reference_backend.h"
+
+#include <cmath>
+#include <vector>
+
+#include "quant/matmul.h"
+
+namespace ferrum {
+
+void ReferenceBackend::embed(const Tensor& table, const int32_t* ids, Tensor out) {
+  for (int64_t i = 0; i < out.rows(); ++i)
+    quant::dequantize_row(table.type, table.row<uint8_t>(ids[i]), out.row<float>(i), table.cols());
+}
+
+void ReferenceBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor out) {
+  const int64_t n = x.cols();
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    const float* xr = x.row<float>(r);
+    float* o = out.row<float>(r);
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / double(n) + eps));
+    const float* wr = w.row<float>(0);
+    for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * inv * wr[i];
+  }
+}
+
+void ReferenceBackend::add_rms_norm(Tensor x, const Tensor& y, const Tensor& w, float eps, Tensor out) {
+  add(x, y);
+  rms_norm(x, w, eps, out);
+}
+
+void ReferenceBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor out) {
+  const int64_t n = x.cols();
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    const float* xr = x.row<float>(r);
+    float* o = out.row<float>(r);
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < n; ++i) mean += xr[i];
+    mean /= double(n);
+    for (int64_t i = 0; i < n; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= double(n);
+    const double inv = 1.0 / std::sqrt(var + eps);
+    for (int64_t i = 0; i < n; ++i)
+      o[i] = static_cast<float>((xr[i] - mean) * inv * w.row<float>(0)[i] + b.row<float>(0)[i]);
+  }
+}
+
+void ReferenceBackend::add(Tensor x, const Tensor& y) {
+  for (int64_t r = 0; r < x.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i) x.row<float>(r)[i] += y.row<float>(r)[i];
+}
+
+void ReferenceBackend::add_bias(Tensor x, const Tensor& bias) {
+  for (int64_t r = 0; r < x.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i) x.row<float>(r)[i] += bias.row<float>(0)[i];
+}
+
+void ReferenceBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
+  const quant::MatmulKernel* k = quant::reference_matmul_kernel(w.type);
+  k->gemm(static_cast<const uint8_t*>(w.data), w.row_stride(), x.data, x.row_stride(), w.cols(), x.rows(),
+          out.row<float>(0), static_cast<int64_t>(out.row_stride() / sizeof(float)), w.rows());
+}
+
+void ReferenceBackend::rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) {
+  const int64_t half = p.rope_dim / 2;
+  for (int64_t t = 0; t < x.rows(); ++t) {
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x.row<float>(t) + h * p.head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = double(positions[t]) * double(p.inv_freq[i]);
+        const double c = std::cos(angle), s = std::sin(angle);
+        // Neox rotates (i, i + half); adjacent rotates (2i, 2i + 1).
+        const int64_t a = p.style == RopeStyle::Neox ? i : 2 * i;
+        const int64_t b = p.style == RopeStyle::Neox ? i + half : 2 * i + 1;
+        const double x0 = v[a], x1 = v[b];
+        v[a] = static_cast<float>(x0 * c - x1 * s);
+        v[b] = static_cast<float>(x0 * s + x1 * c);
+      }
+    }
+  }
+}
+
+void ReferenceBackend::kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
+                                const int32_t* slots) {
+  for (int64_t t = 0; t < k.rows(); ++t) {
+    for (int64_t i = 0; i < k.cols(); ++i) k_cache.row<float>(slots[t])[i] = k.row<float>(t)[i];
+    for (int64_t i = 0; i < v.cols(); ++i) v_cache.row<float>(slots[t])[i] = v.row<float>(t)[i];
+  }
+}
+
+void ReferenceBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                 const AttentionLayout& L, const AttentionParams& p, Tensor out) {
+  const int64_t group = p.n_heads / p.n_kv_heads;
+  std::vector<double> scores;
+  for (int64_t t = 0; t < L.n_tokens; ++t) {
+    const int32_t* table = L.block_tables + L.seq_index[t] * L.max_blocks;
+    const int64_t pos = L.positions[t];
+    const int64_t first = p.window > 0 ? std::max<int64_t>(0, pos - p.window + 1) : 0;
+    for (int64_t h = 0; h < p.n_heads; ++h) {
+      const float* qh = q.row<float>(t) + h * p.head_dim;
+      const int64_t kvh = h / group;
+      scores.assign(static_cast<size_t>(pos + 1 - first), 0.0);
+      double mx = -INFINITY;
+      for (int64_t j = first; j <= pos; ++j) {
+        const int64_t slot = int64_t(table[j / L.block_size]) * L.block_size + j % L.block_size;
+        const float* kh = k_cache.row<float>(slot) + kvh * p.head_dim;
+        double s = 0;
+        for (int64_t d = 0; d < p.head_dim; ++d) s += double(qh[d]) * kh[d];
+        s *= p.scale;
+        scores[j - first] = s;
+        mx = std::max(mx, s);
+      }
+      double sum = 0;
+      for (double& s : scores) sum += (s = std::exp(s - mx));
+      float* o = out.row<float>(t) + h * p.head_dim;
+      for (int64_t d = 0; d < p.head_dim; ++d) {
+        double acc = 0;
+        for (int64_t j = first; j <= pos; ++j) {
+          const int64_t slot = int64_t(table[j / L.block_size]) * L.block_size + j % L.block_size;
+          acc += scores[j - first] * v_cache.row<float>(slot)[kvh * p.head_dim + d];
+        }
+        o[d] = static_cast<float>(acc / sum);
+      }
+    }
+  }
+}
+
+void ReferenceBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor out) {
+  for (int64_t r = 0; r < gate.rows(); ++r)
+    for (int64_t i = 0; i < gate.cols(); ++i) {
+      const double g = gate.row<float>(r)[i];
+      out.row<float>(r)[i] = static_cast<float>(g / (1.0 + std::exp(-g)) * up.row<float>(r)[i]);
+    }
+}
+
+void ReferenceBackend::gelu_tanh_mul(const Tensor& gate, const Tensor& up, Tensor out) {
+  for (int64_t r = 0; r < gate.rows(); ++r)
+    for (int64_t i = 0; i < gate.cols(); ++i) {
+      const double g = gate.row<float>(r)[i];
+      const double gl = 0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+      out.row<float>(r)[i] = static_cast<float>(gl * up.row<float>(r)[i]);
+    }
+}
+
+void ReferenceBackend::gelu_erf(Tensor x) {
+  for (int64_t r = 0; r < x.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i) {
+      const double v = x.row<float>(r)[i];
+      x.row<float>(r)[i] = static_cast<float>(0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))));
+    }
+}
+
+void ReferenceBackend::scale(Tensor x, float s) {
+  for (int64_t r = 0; r < x.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i) x.row<float>(r)[i] *= s;
+}
+
+void ReferenceBackend::gather_rows(const Tensor& x, const int32_t* rows, Tensor out) {
+  for (int64_t r = 0; r < out.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i) out.row<float>(r)[i] = x.row<float>(rows[r])[i];
+}
+
+}  // namespace ferrum

@@ -1,0 +1,42 @@
+#include "ferrum/config.h"
+
+#include <cstdlib>
+#include <fmt/format.h>
+
+namespace ferrum {
+
+namespace {
+Status env_int(const char* name, int64_t lo, int64_t hi, int64_t* out) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return {};
+  char* end = nullptr;
+  long long x = std::strtoll(v, &end, 10);
+  if (*end != '\0' || x < lo || x > hi)
+    return Error(fmt::format("environment {}='{}': expected an integer in [{}, {}]", name, v, lo, hi));
+  *out = x;
+  return {};
+}
+}  // namespace
+
+Result<RuntimeConfig> RuntimeConfig::from_env() {
+  RuntimeConfig c;
+  if (const char* b = std::getenv("FERRUM_BACKEND"); b && *b) c.backend = b;
+  int64_t threads = c.threads, profile = 0;
+  FERRUM_TRY(env_int("FERRUM_THREADS", 0, 4096, &threads));
+  c.threads = static_cast<int>(threads);
+  FERRUM_TRY(env_int("FERRUM_KV_CAPACITY", 0, int64_t{1} << 24, &c.kv_capacity));
+  FERRUM_TRY(env_int("FERRUM_MAX_SEQS", 1, 4096, &c.max_seqs));
+  FERRUM_TRY(env_int("FERRUM_MAX_BATCH_TOKENS", 1, 1 << 20, &c.max_batch_tokens));
+  FERRUM_TRY(env_int("FERRUM_PROFILE", 0, 1, &profile));
+  c.profile = profile != 0;
+  return c;
+}
+
+std::string RuntimeConfig::to_string() const {
+  return fmt::format(
+      "backend={} threads={} kv_capacity={} max_seqs={} max_batch_tokens={} profile={}", backend,
+      threads == 0 ? std::string("all") : std::to_string(threads),
+      kv_capacity == 0 ? std::string("auto") : std::to_string(kv_capacity), max_seqs, max_batch_tokens, profile);
+}
+
+}  // namespace ferrum

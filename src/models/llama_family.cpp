@@ -1,0 +1,140 @@
+// LLaMA-family decoders: LLaMA (incl. Llama-3 RoPE scaling), Qwen2 (q/k/v biases, tied
+// embeddings) and Qwen3 (per-head QK-norm, head_dim independent of hidden size).
+// Pre-norm blocks: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)), MLP = down(silu(gate) * up).
+#include <cmath>
+#include <fmt/format.h>
+
+#include "models/decoder_layers.h"
+
+namespace ferrum {
+
+namespace {
+
+// Hugging Face names of the internal schema for these architectures.
+std::string llama_hf_name(const std::string& n) {
+  if (n == "token_embd.weight") return "model.embed_tokens.weight";
+  if (n == "output_norm.weight") return "model.norm.weight";
+  if (n == "output.weight") return "lm_head.weight";
+  if (n.rfind("blk.", 0) != 0) return "";
+  const size_t dot = n.find('.', 4);
+  const std::string layer = n.substr(4, dot - 4), rest = n.substr(dot + 1);
+  static const std::pair<const char*, const char*> kMap[] = {
+      {"attn_norm.weight", "input_layernorm.weight"},
+      {"ffn_norm.weight", "post_attention_layernorm.weight"},
+      {"attn_q.weight", "self_attn.q_proj.weight"},
+      {"attn_k.weight", "self_attn.k_proj.weight"},
+      {"attn_v.weight", "self_attn.v_proj.weight"},
+      {"attn_output.weight", "self_attn.o_proj.weight"},
+      {"attn_q.bias", "self_attn.q_proj.bias"},
+      {"attn_k.bias", "self_attn.k_proj.bias"},
+      {"attn_v.bias", "self_attn.v_proj.bias"},
+      {"attn_output.bias", "self_attn.o_proj.bias"},
+      {"attn_q_norm.weight", "self_attn.q_norm.weight"},
+      {"attn_k_norm.weight", "self_attn.k_norm.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},
+      {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_down.weight", "mlp.down_proj.weight"},
+  };
+  for (auto& [g, h] : kMap)
+    if (rest == g) return "model.layers." + layer + "." + h;
+  return "";
+}
+
+class LlamaFamily : public Model {
+ public:
+  LlamaFamily(const ModelConfig& c, Backend& b, Profiler& p) : Model(c, b, p) {}
+
+  Status load(WeightStore& w) {
+    const ModelConfig& c = cfg_;
+    FERRUM_ASSIGN_OR_RETURN(tok_embd_, w.matrix("token_embd.weight", c.vocab_size, c.hidden));
+    FERRUM_ASSIGN_OR_RETURN(out_norm_, w.vector("output_norm.weight", c.hidden));
+    if (w.has("output.weight")) {
+      FERRUM_ASSIGN_OR_RETURN(output_, w.matrix("output.weight", c.vocab_size, c.hidden));
+    } else if (c.tie_embeddings || w.is_gguf()) {
+      output_ = tok_embd_;  // tied head (GGUF omits output.weight when tied)
+    } else {
+      return Error(w.path() + ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
+    }
+    layers_.resize(static_cast<size_t>(c.n_layers));
+    for (int64_t il = 0; il < c.n_layers; ++il) {
+      Layer& L = layers_[static_cast<size_t>(il)];
+      FERRUM_ASSIGN_OR_RETURN(L.attn_norm, w.vector(fmt::format("blk.{}.attn_norm.weight", il), c.hidden));
+      FERRUM_ASSIGN_OR_RETURN(L.ffn_norm, w.vector(fmt::format("blk.{}.ffn_norm.weight", il), c.hidden));
+      FERRUM_ASSIGN_OR_RETURN(L.attn, load_attention(w, c, il));
+      FERRUM_ASSIGN_OR_RETURN(L.mlp, load_mlp(w, il, c.hidden, c.intermediate));
+    }
+    FERRUM_ASSIGN_OR_RETURN(Tensor freqs, load_rope_frequencies(w, backend_, c, c.rope_theta));
+    rope_ = {c.head_dim, c.rope_dim, rope_style_for(w, c), freqs.row<float>(0)};
+    attn_ = {c.n_heads, c.n_kv_heads, c.head_dim, static_cast<float>(1.0 / std::sqrt(double(c.head_dim))), true, 0};
+    return {};
+  }
+
+  int64_t kv_dim() const override { return cfg_.n_kv_heads * cfg_.head_dim; }
+
+  size_t scratch_floats(int64_t n, int64_t n_out) const override {
+    const size_t H = static_cast<size_t>(cfg_.hidden), I = static_cast<size_t>(cfg_.intermediate);
+    return static_cast<size_t>(n) * (3 * H + 2 * I) + attention_scratch_floats(cfg_, n) +
+           static_cast<size_t>(n_out) * H + 256;
+  }
+
+  Status forward(const Step& step, KvCache& kv, ScratchArena& s, Tensor logits) override {
+    Backend& b = backend_;
+    const ModelConfig& c = cfg_;
+    const int64_t n = step.n_tokens;
+    const float eps = static_cast<float>(c.norm_eps);
+    Tensor x = s.f32(n, c.hidden), h = s.f32(n, c.hidden), tmp = s.f32(n, c.hidden);
+    Tensor gate = s.f32(n, c.intermediate), up = s.f32(n, c.intermediate);
+    AttentionScratch as = attention_scratch(s, c, n);
+    Tensor xo = s.f32(step.n_out, c.hidden);
+    {
+      Profiler::Scope ps(profiler_, Stage::Embed);
+      b.embed(tok_embd_, step.tokens, x);
+      b.rms_norm(x, layers_[0].attn_norm, eps, h);
+    }
+    for (int64_t il = 0; il < c.n_layers; ++il) {
+      const Layer& L = layers_[static_cast<size_t>(il)];
+      {
+        Profiler::Scope ps(profiler_, Stage::Attention);
+        attention_forward(b, c, L.attn, rope_, attn_, step, kv, il, h, as, tmp);
+        b.add_rms_norm(x, tmp, L.ffn_norm, eps, h);
+      }
+      {
+        Profiler::Scope ps(profiler_, Stage::FFN);
+        b.matmul(h, L.mlp.gate, gate);
+        b.matmul(h, L.mlp.up, up);
+        b.silu_mul(gate, up, gate);
+        b.matmul(gate, L.mlp.down, tmp);
+        // The residual add is fused with the next layer's input norm.
+        if (il + 1 < c.n_layers) b.add_rms_norm(x, tmp, layers_[static_cast<size_t>(il + 1)].attn_norm, eps, h);
+        else b.add(x, tmp);
+      }
+    }
+    Profiler::Scope ps(profiler_, Stage::LmHead);
+    b.gather_rows(x, step.out_rows, xo);
+    b.rms_norm(xo, out_norm_, eps, xo);
+    b.matmul(xo, output_, logits);
+    return {};
+  }
+
+ private:
+  struct Layer {
+    Tensor attn_norm, ffn_norm;
+    AttentionWeights attn;
+    MlpWeights mlp;
+  };
+  Tensor tok_embd_, out_norm_, output_;
+  std::vector<Layer> layers_;
+  RopeParams rope_;
+  AttentionParams attn_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Model>> build_llama_family(WeightStore& weights, Backend& backend, Profiler& profiler) {
+  weights.bind(&backend, llama_hf_name);
+  auto m = std::make_unique<LlamaFamily>(weights.config(), backend, profiler);
+  FERRUM_TRY(m->load(weights));
+  return std::unique_ptr<Model>(std::move(m));
+}
+
+}  // namespace ferrum

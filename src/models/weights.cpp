@@ -1,0 +1,109 @@
+#include "models/weights.h"
+
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "quant/matmul.h"
+
+namespace ferrum {
+
+namespace {
+std::string dims_str(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+}  // namespace
+
+Result<std::unique_ptr<WeightStore>> WeightStore::open(const std::string& path) {
+  std::unique_ptr<WeightStore> w(new WeightStore());
+  w->path_ = path;
+  namespace fs = std::filesystem;
+  if (!fs::exists(path)) return Error(path + ": no such file or folder");
+  if (fs::is_directory(path)) {
+    FERRUM_ASSIGN_OR_RETURN(w->config_, config_from_hf(path));
+    FERRUM_ASSIGN_OR_RETURN(w->st_, SafetensorsSet::open(path));
+  } else {
+    FERRUM_ASSIGN_OR_RETURN(w->gguf_, GgufFile::open(path));
+    FERRUM_ASSIGN_OR_RETURN(w->config_, config_from_gguf(*w->gguf_));
+  }
+  return w;
+}
+
+WeightStore::~WeightStore() {
+  if (backend_)
+    for (void* p : owned_) backend_->free(p);
+}
+
+Result<WeightStore::Raw> WeightStore::find_raw(const std::string& name) const {
+  if (gguf_) {
+    const GgufTensorInfo* t = gguf_->find_tensor(name);
+    if (!t) return Error(path_ + ": missing tensor '" + name + "'");
+    return Raw{t->type, t->dims, t->data, t->nbytes};
+  }
+  const std::string hf = hf_names_ ? hf_names_(name) : name;
+  const SafetensorsTensor* t = hf.empty() ? nullptr : st_->find(hf);
+  if (!t) return Error(path_ + ": missing tensor '" + (hf.empty() ? name : hf) + "'");
+  std::vector<int64_t> dims(t->shape.rbegin(), t->shape.rend());
+  return Raw{t->type, dims, t->data, t->nbytes};
+}
+
+bool WeightStore::has(const std::string& name) const {
+  if (gguf_) return gguf_->find_tensor(name) != nullptr;
+  const std::string hf = hf_names_ ? hf_names_(name) : name;
+  return !hf.empty() && st_->find(hf) != nullptr;
+}
+
+Result<Tensor> WeightStore::matrix(const std::string& name, int64_t rows, int64_t cols, int64_t mats) {
+  FERRUM_ASSIGN_OR_RETURN(Raw raw, find_raw(name));
+  std::vector<int64_t> want = {cols, rows};
+  if (mats > 1) want.push_back(mats);
+  if (raw.dims != want)
+    return Error(fmt::format("{}: tensor '{}' has shape {} but the config implies {}", path_, name,
+                             dims_str(raw.dims), dims_str(want)));
+  if (!quant::reference_matmul_kernel(raw.type))
+    return Error(fmt::format("{}: tensor '{}' has type {}, which ferrum cannot compute with", path_, name,
+                             dtype_name(raw.type)));
+  Tensor t = Tensor::matrix_view(raw.type, const_cast<uint8_t*>(raw.data), rows, cols, mats);
+  if (t.nb[2] * static_cast<size_t>(mats) != raw.nbytes)
+    return Error(fmt::format("{}: tensor '{}' holds {} bytes, its shape needs {}", path_, name, raw.nbytes,
+                             t.nb[2] * static_cast<size_t>(mats)));
+  FERRUM_ASSIGN_OR_RETURN(Tensor dev, backend_->upload_weight(t));
+  if (dev.data != t.data) owned_.push_back(dev.data);
+  return dev;
+}
+
+Result<Tensor> WeightStore::vector(const std::string& name, int64_t n) {
+  FERRUM_ASSIGN_OR_RETURN(Raw raw, find_raw(name));
+  int64_t count = 1;
+  for (int64_t d : raw.dims) count *= d;
+  if (count != n)
+    return Error(fmt::format("{}: tensor '{}' has shape {} but the config implies [{}]", path_, name,
+                             dims_str(raw.dims), n));
+  if (raw.type != DType::F32 && raw.type != DType::F16 && raw.type != DType::BF16)
+    return Error(fmt::format("{}: tensor '{}' has type {}; vectors must be F32, F16 or BF16", path_, name,
+                             dtype_name(raw.type)));
+  std::vector<float> host(static_cast<size_t>(n));
+  quant::dequantize_row(raw.type, raw.data, host.data(), n);
+  return own_vector(host);
+}
+
+Result<Tensor> WeightStore::own_vector(const std::vector<float>& host) {
+  FERRUM_ASSIGN_OR_RETURN(void* mem, backend_->alloc(host.size() * sizeof(float)));
+  owned_.push_back(mem);
+  backend_->copy_to_device(mem, host.data(), host.size() * sizeof(float));
+  return Tensor::f32(static_cast<float*>(mem), 1, static_cast<int64_t>(host.size()));
+}
+
+std::vector<WeightStore::TensorSummary> WeightStore::summary() const {
+  std::vector<TensorSummary> out;
+  if (gguf_) {
+    for (auto& t : gguf_->tensors()) out.push_back({t.name, t.type, t.dims, t.nbytes});
+  } else {
+    for (auto& [name, t] : st_->tensors())
+      out.push_back({name, t.type, std::vector<int64_t>(t.shape.rbegin(), t.shape.rend()), t.nbytes});
+  }
+  return out;
+}
+
+}  // namespace ferrum

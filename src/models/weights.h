@@ -1,0 +1,73 @@
+// Weights of a loaded model, named in one internal schema (GGUF's names: `token_embd.weight`,
+// `blk.N.attn_q.weight`, ...). A GGUF file is used as it is; a Hugging Face folder is read through
+// the architecture's name map. Matrices stay in their stored type, in the mapping (CPU) or in one
+// upload per tensor (GPU); small 1-D tensors (norms, biases) are converted to float32 once.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "ferrum/model_config.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
+
+namespace ferrum {
+
+// Maps an internal (GGUF) tensor name to the Hugging Face name; "" when the HF layout has none.
+using HfNameMap = std::function<std::string(const std::string& gguf_name)>;
+
+class WeightStore {
+ public:
+  // `path`: a .gguf file or a folder with config.json + safetensors.
+  static Result<std::unique_ptr<WeightStore>> open(const std::string& path);
+  ~WeightStore();
+
+  const ModelConfig& config() const { return config_; }
+  ModelConfig& mutable_config() { return config_; }
+  bool is_gguf() const { return gguf_ != nullptr; }
+  const GgufFile* gguf() const { return gguf_.get(); }
+  const std::string& path() const { return path_; }
+
+  void bind(Backend* backend, HfNameMap hf_names) {
+    backend_ = backend;
+    hf_names_ = std::move(hf_names);
+  }
+  bool has(const std::string& name) const;
+  // A matrix [rows, cols] (GGML dims {cols, rows}; optionally a stack of `mats`) in its stored
+  // type, ready for the backend. Shape mismatches and unsupported types are errors naming the tensor.
+  Result<Tensor> matrix(const std::string& name, int64_t rows, int64_t cols, int64_t mats = 1);
+  // A 1-D float32 vector of n elements (converted once if stored as F16/BF16).
+  Result<Tensor> vector(const std::string& name, int64_t n);
+  // Uploads a float32 vector computed at load (e.g. RoPE frequencies); the store owns it.
+  Result<Tensor> own_vector(const std::vector<float>& host);
+  // Total bytes of all tensors and a per-type breakdown, for `ferrum info`.
+  struct TensorSummary {
+    std::string name;
+    DType type;
+    std::vector<int64_t> dims;  // GGML order
+    size_t bytes;
+  };
+  std::vector<TensorSummary> summary() const;
+
+ private:
+  struct Raw {
+    DType type;
+    std::vector<int64_t> dims;  // GGML order
+    const uint8_t* data;
+    size_t nbytes;
+  };
+  Result<Raw> find_raw(const std::string& name) const;
+
+  std::string path_;
+  ModelConfig config_;
+  std::unique_ptr<GgufFile> gguf_;
+  std::unique_ptr<SafetensorsSet> st_;
+  Backend* backend_ = nullptr;
+  HfNameMap hf_names_;
+  std::vector<void*> owned_;  // converted vectors and uploads made through the backend
+};
+
+}  // namespace ferrum

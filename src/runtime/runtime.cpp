@@ -1,0 +1,213 @@
+#include "ferrum/runtime.h"
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <set>
+
+#include "backend/backend.h"
+#include "core/profiler.h"
+#include "kv/kv_cache.h"
+#include "models/model.h"
+#include "models/weights.h"
+
+namespace ferrum {
+
+// Members are destroyed in reverse order: the model and weights release their device memory
+// through the backend, so the backend is declared first.
+struct Runtime::Impl {
+  RuntimeConfig cfg;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<WeightStore> weights;
+  Profiler profiler;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<KvCache> kv;
+  int64_t max_tokens = 0, max_out = 0, max_step_seqs = 0;
+  // Device buffers made at load and reused by every step.
+  void* scratch_mem = nullptr;
+  size_t scratch_floats = 0;
+  void* index_mem = nullptr;   // tokens, slots, positions, seq_index, out_rows, block tables
+  void* logits_mem = nullptr;
+  // Host staging, sized at load.
+  std::vector<int32_t> h_tokens, h_slots, h_pos, h_seq, h_out, h_tables;
+  std::vector<float> h_logits;
+  std::vector<float> all_rows;  // all-logits prefill results gathered across chunks
+  std::vector<Runtime::Work> work_buf;
+
+  ~Impl() {
+    if (backend) {
+      backend->free(scratch_mem);
+      backend->free(index_mem);
+      backend->free(logits_mem);
+    }
+  }
+};
+
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Runtime::~Runtime() = default;
+
+Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const RuntimeConfig& cfg) {
+  auto im = std::make_unique<Impl>();
+  im->cfg = cfg;
+  im->profiler.set_enabled(cfg.profile);
+  FERRUM_ASSIGN_OR_RETURN(im->backend, create_backend(cfg.backend, cfg.threads));
+  FERRUM_ASSIGN_OR_RETURN(im->weights, WeightStore::open(path));
+  const ModelConfig& mc = im->weights->config();
+  FERRUM_ASSIGN_OR_RETURN(ModelBuilder build, find_model_builder(mc.arch));
+  FERRUM_ASSIGN_OR_RETURN(im->model, build(*im->weights, *im->backend, im->profiler));
+
+  const int64_t capacity = cfg.kv_capacity > 0 ? cfg.kv_capacity : std::min<int64_t>(mc.max_position, 4096);
+  const int64_t blocks_per_seq = (capacity + KvCache::kBlockSize - 1) / KvCache::kBlockSize;
+  FERRUM_ASSIGN_OR_RETURN(im->kv, KvCache::create(*im->backend, mc.n_layers, im->model->kv_dim(),
+                                                  blocks_per_seq * cfg.max_seqs, capacity));
+  Impl& I = *im;
+  I.max_tokens = cfg.max_batch_tokens;
+  I.max_out = std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 64));
+  I.max_step_seqs = std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 1));
+  I.scratch_floats = I.model->scratch_floats(I.max_tokens, I.max_out);
+  FERRUM_ASSIGN_OR_RETURN(I.scratch_mem, I.backend->alloc(I.scratch_floats * sizeof(float)));
+  const int64_t mb = I.kv->max_blocks_per_seq();
+  const size_t n_index = static_cast<size_t>(4 * I.max_tokens + I.max_out + I.max_step_seqs * mb);
+  FERRUM_ASSIGN_OR_RETURN(I.index_mem, I.backend->alloc(n_index * sizeof(int32_t)));
+  FERRUM_ASSIGN_OR_RETURN(I.logits_mem,
+                          I.backend->alloc(static_cast<size_t>(I.max_out * mc.vocab_size) * sizeof(float)));
+  I.h_tokens.reserve(static_cast<size_t>(I.max_tokens));
+  I.h_slots.reserve(static_cast<size_t>(I.max_tokens));
+  I.h_pos.reserve(static_cast<size_t>(I.max_tokens));
+  I.h_seq.reserve(static_cast<size_t>(I.max_tokens));
+  I.h_out.reserve(static_cast<size_t>(I.max_out));
+  I.h_tables.reserve(static_cast<size_t>(I.max_step_seqs * mb));
+  I.h_logits.resize(static_cast<size_t>(I.max_out * mc.vocab_size));
+  return std::unique_ptr<Runtime>(new Runtime(std::move(im)));
+}
+
+const ModelConfig& Runtime::config() const { return impl_->model->config(); }
+const RuntimeConfig& Runtime::runtime_config() const { return impl_->cfg; }
+std::string Runtime::backend_description() const { return impl_->backend->describe(); }
+int64_t Runtime::kv_capacity() const { return impl_->kv->seq_capacity(); }
+int64_t Runtime::seq_length(int64_t seq) const { return impl_->kv->length(seq); }
+int64_t Runtime::kv_free_blocks() const { return impl_->kv->free_blocks(); }
+int64_t Runtime::kv_total_blocks() const { return impl_->kv->total_blocks(); }
+int64_t Runtime::max_step_tokens() const { return impl_->max_tokens; }
+int64_t Runtime::max_step_outputs() const { return impl_->max_out; }
+Profiler& Runtime::profiler() { return impl_->profiler; }
+
+Status Runtime::prepare(int64_t seq, int64_t max_tokens) { return impl_->kv->reserve(seq, max_tokens); }
+
+void Runtime::release(int64_t seq) { impl_->kv->release(seq); }
+void Runtime::reset() { impl_->kv->reset(); }
+
+Result<LogitsView> Runtime::step(std::span<const Work> work) {
+  Impl& I = *impl_;
+  const ModelConfig& mc = I.model->config();
+  int64_t n_tokens = 0, n_out = 0;
+  std::set<int64_t> seen;
+  for (const Work& w : work) {
+    const std::string who = "sequence " + std::to_string(w.seq);
+    if (w.tokens.empty()) return Error(who + ": no tokens");
+    if (!seen.insert(w.seq).second) return Error(who + ": appears twice in one step");
+    if (w.pos < 0 || w.pos > I.kv->length(w.seq))
+      return Error(fmt::format("{}: position {} is past its length {}", who, w.pos, I.kv->length(w.seq)));
+    for (int32_t t : w.tokens)
+      if (t < 0 || t >= mc.vocab_size)
+        return Error(fmt::format("{}: token id {} is outside the vocabulary [0, {})", who, t, mc.vocab_size));
+    n_tokens += static_cast<int64_t>(w.tokens.size());
+    n_out += w.all_logits ? static_cast<int64_t>(w.tokens.size()) : 1;
+  }
+  if (work.empty()) return Error("empty step");
+  if (n_tokens > I.max_tokens || n_out > I.max_out || static_cast<int64_t>(work.size()) > I.max_step_seqs)
+    return Error(fmt::format("step of {} tokens, {} outputs, {} sequences exceeds the limits ({}, {}, {})", n_tokens,
+                             n_out, work.size(), I.max_tokens, I.max_out, I.max_step_seqs));
+  for (const Work& w : work) {
+    if (w.pos + static_cast<int64_t>(w.tokens.size()) > I.kv->seq_capacity())
+      return Error(fmt::format("sequence {}: writing tokens [{}, {}) past the KV capacity of {} tokens", w.seq, w.pos,
+                               w.pos + static_cast<int64_t>(w.tokens.size()), I.kv->seq_capacity()));
+    FERRUM_TRY(I.kv->reserve(w.seq, w.pos + static_cast<int64_t>(w.tokens.size())));
+  }
+
+  const int64_t mb = I.kv->max_blocks_per_seq();
+  I.h_tokens.clear();
+  I.h_slots.clear();
+  I.h_pos.clear();
+  I.h_seq.clear();
+  I.h_out.clear();
+  I.h_tables.assign(work.size() * static_cast<size_t>(mb), 0);
+  for (size_t si = 0; si < work.size(); ++si) {
+    const Work& w = work[si];
+    const std::vector<int32_t>& blocks = I.kv->blocks(w.seq);
+    std::copy(blocks.begin(), blocks.end(), I.h_tables.begin() + static_cast<int64_t>(si) * mb);
+    for (size_t i = 0; i < w.tokens.size(); ++i) {
+      const int64_t p = w.pos + static_cast<int64_t>(i);
+      if (w.all_logits || i + 1 == w.tokens.size()) I.h_out.push_back(static_cast<int32_t>(I.h_tokens.size()));
+      I.h_tokens.push_back(w.tokens[i]);
+      I.h_pos.push_back(static_cast<int32_t>(p));
+      I.h_seq.push_back(static_cast<int32_t>(si));
+      I.h_slots.push_back(blocks[static_cast<size_t>(p / KvCache::kBlockSize)] * static_cast<int32_t>(KvCache::kBlockSize) +
+                          static_cast<int32_t>(p % KvCache::kBlockSize));
+    }
+  }
+  // One upload of all index arrays, laid out back to back.
+  int32_t* dev = static_cast<int32_t*>(I.index_mem);
+  auto put = [&](const std::vector<int32_t>& v, int64_t cap) {
+    I.backend->copy_to_device(dev, v.data(), v.size() * sizeof(int32_t));
+    int32_t* at = dev;
+    dev += cap;
+    return at;
+  };
+  Step s;
+  s.n_tokens = n_tokens;
+  s.tokens = put(I.h_tokens, I.max_tokens);
+  s.slots = put(I.h_slots, I.max_tokens);
+  s.layout.positions = put(I.h_pos, I.max_tokens);
+  s.layout.seq_index = put(I.h_seq, I.max_tokens);
+  s.out_rows = put(I.h_out, I.max_out);
+  s.layout.block_tables = put(I.h_tables, I.max_step_seqs * mb);
+  s.layout.n_tokens = n_tokens;
+  s.layout.max_blocks = mb;
+  s.layout.block_size = KvCache::kBlockSize;
+  s.n_out = n_out;
+
+  ScratchArena arena(static_cast<float*>(I.scratch_mem), I.scratch_floats);
+  Tensor logits = Tensor::f32(static_cast<float*>(I.logits_mem), n_out, mc.vocab_size);
+  FERRUM_TRY(I.model->forward(s, *I.kv, arena, logits));
+  if (arena.overflowed()) return Error("internal: model scratch estimate too small for " + mc.arch);
+  I.backend->copy_to_host(I.h_logits.data(), I.logits_mem, static_cast<size_t>(n_out * mc.vocab_size) * sizeof(float));
+  for (const Work& w : work) I.kv->set_length(w.seq, w.pos + static_cast<int64_t>(w.tokens.size()));
+  I.profiler.count_step();
+  return LogitsView{I.h_logits.data(), n_out, mc.vocab_size};
+}
+
+Result<LogitsView> Runtime::prefill(int64_t seq, std::span<const int32_t> tokens, bool all_logits) {
+  Impl& I = *impl_;
+  if (tokens.empty()) return Error("sequence " + std::to_string(seq) + ": prefill of no tokens");
+  const int64_t chunk = all_logits ? std::min(I.max_tokens, I.max_out) : I.max_tokens;
+  const int64_t total = static_cast<int64_t>(tokens.size());
+  if (I.kv->length(seq) + total > I.kv->seq_capacity())
+    return Error(fmt::format("sequence {}: {} + {} tokens exceed the KV capacity of {} tokens", seq,
+                             I.kv->length(seq), total, I.kv->seq_capacity()));
+  std::vector<float>& all = I.all_rows;
+  if (all_logits) all.resize(static_cast<size_t>(total * config().vocab_size));
+  LogitsView last;
+  for (int64_t off = 0; off < total; off += chunk) {
+    const int64_t n = std::min(chunk, total - off);
+    Work w{seq, tokens.subspan(static_cast<size_t>(off), static_cast<size_t>(n)), I.kv->length(seq), all_logits};
+    FERRUM_ASSIGN_OR_RETURN(last, step(std::span<const Work>(&w, 1)));
+    if (all_logits)
+      std::copy(last.data, last.data + last.rows * last.vocab, all.begin() + off * last.vocab);
+  }
+  if (all_logits) return LogitsView{all.data(), total, config().vocab_size};
+  return last;
+}
+
+Result<LogitsView> Runtime::decode(int64_t seq, int32_t token, int64_t pos) {
+  Work w{seq, std::span<const int32_t>(&token, 1), pos, false};
+  return step(std::span<const Work>(&w, 1));
+}
+
+Result<LogitsView> Runtime::decode_batch(std::span<const DecodeItem> items) {
+  std::vector<Work>& work = impl_->work_buf;
+  work.clear();
+  for (const DecodeItem& it : items) work.push_back(Work{it.seq, std::span<const int32_t>(&it.token, 1), it.pos, false});
+  return step(work);
+}
+
+}  // namespace ferrum

@@ -1,0 +1,35 @@
+// Helpers shared by the subcommands: runtime options as flags, token lists, error reporting.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ferrum/config.h"
+#include "ferrum/runtime.h"
+
+namespace ferrum::cli {
+
+// Flags that fill a RuntimeConfig (over FERRUM_* environment defaults).
+struct RuntimeFlags {
+  std::string backend;
+  int threads = -1;
+  int64_t kv_capacity = -1;
+  int64_t max_seqs = -1;
+  int64_t max_batch_tokens = -1;
+  bool profile = false;
+  void add_to(CLI::App* cmd);
+  Result<RuntimeConfig> resolve() const;
+};
+
+Result<std::vector<int32_t>> parse_ids(const std::string& text);
+std::string join_ids(const std::vector<int32_t>& ids);
+// Prints "error: <message>" on stderr and returns the exit code 1.
+int fail(const Status& st);
+Result<std::unique_ptr<Runtime>> load_runtime(const std::string& model, const RuntimeFlags& flags);
+// Index of the largest logit (lowest index on ties).
+int32_t argmax(const float* logits, int64_t n);
+
+}  // namespace ferrum::cli
