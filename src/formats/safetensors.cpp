@@ -35,7 +35,9 @@ Status SafetensorsSet::add_file(std::shared_ptr<MappedFile> file) {
     if (dt == "F32") { t.type = DType::F32; esize = 4; }
     else if (dt == "F16") { t.type = DType::F16; esize = 2; }
     else if (dt == "BF16") { t.type = DType::BF16; esize = 2; }
-    else return Error(where + ": unsupported dtype " + dt + " (F32, F16, BF16 are supported)");
+    else if (dt == "I32") { t.type = DType::I32; esize = 4; }
+    else if (dt == "I64") { t.type = DType::I64; esize = 8; }
+    else return Error(where + ": unsupported dtype " + dt + " (F32, F16, BF16, I32, I64 are supported)");
     if (!info["shape"].is_array()) return Error(where + ": shape is not an array");
     uint64_t n = 1;
     for (auto& d : info["shape"]) {

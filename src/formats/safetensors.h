@@ -1,4 +1,4 @@
-// safetensors reader: memory-mapped files, header JSON, F32/F16/BF16 tensors as views.
+// safetensors reader: memory-mapped files, header JSON, F32/F16/BF16 (and I32/I64) tensors as views.
 // A folder with model.safetensors.index.json (sharded) is read as one set of tensors.
 #pragma once
 

@@ -10,35 +10,33 @@ namespace ferrum {
 
 namespace {
 
-// Hugging Face names of the internal schema for these architectures.
-std::string llama_hf_name(const std::string& n) {
-  if (n == "token_embd.weight") return "model.embed_tokens.weight";
-  if (n == "output_norm.weight") return "model.norm.weight";
-  if (n == "output.weight") return "lm_head.weight";
-  if (n.rfind("blk.", 0) != 0) return "";
-  const size_t dot = n.find('.', 4);
-  const std::string layer = n.substr(4, dot - 4), rest = n.substr(dot + 1);
-  static const std::pair<const char*, const char*> kMap[] = {
-      {"attn_norm.weight", "input_layernorm.weight"},
-      {"ffn_norm.weight", "post_attention_layernorm.weight"},
-      {"attn_q.weight", "self_attn.q_proj.weight"},
-      {"attn_k.weight", "self_attn.k_proj.weight"},
-      {"attn_v.weight", "self_attn.v_proj.weight"},
-      {"attn_output.weight", "self_attn.o_proj.weight"},
-      {"attn_q.bias", "self_attn.q_proj.bias"},
-      {"attn_k.bias", "self_attn.k_proj.bias"},
-      {"attn_v.bias", "self_attn.v_proj.bias"},
-      {"attn_output.bias", "self_attn.o_proj.bias"},
-      {"attn_q_norm.weight", "self_attn.q_norm.weight"},
-      {"attn_k_norm.weight", "self_attn.k_norm.weight"},
-      {"ffn_gate.weight", "mlp.gate_proj.weight"},
-      {"ffn_up.weight", "mlp.up_proj.weight"},
-      {"ffn_down.weight", "mlp.down_proj.weight"},
-  };
-  for (auto& [g, h] : kMap)
-    if (rest == g) return "model.layers." + layer + "." + h;
-  return "";
+}  // namespace
+
+const NameMap& llama_family_names() {
+  static const NameMap kNames({
+      {"token_embd.weight", "model.embed_tokens.weight"},
+      {"output_norm.weight", "model.norm.weight"},
+      {"output.weight", "lm_head.weight"},
+      {"blk.{}.attn_norm.weight", "model.layers.{}.input_layernorm.weight"},
+      {"blk.{}.ffn_norm.weight", "model.layers.{}.post_attention_layernorm.weight"},
+      {"blk.{}.attn_q.weight", "model.layers.{}.self_attn.q_proj.weight"},
+      {"blk.{}.attn_k.weight", "model.layers.{}.self_attn.k_proj.weight"},
+      {"blk.{}.attn_v.weight", "model.layers.{}.self_attn.v_proj.weight"},
+      {"blk.{}.attn_output.weight", "model.layers.{}.self_attn.o_proj.weight"},
+      {"blk.{}.attn_q.bias", "model.layers.{}.self_attn.q_proj.bias"},
+      {"blk.{}.attn_k.bias", "model.layers.{}.self_attn.k_proj.bias"},
+      {"blk.{}.attn_v.bias", "model.layers.{}.self_attn.v_proj.bias"},
+      {"blk.{}.attn_output.bias", "model.layers.{}.self_attn.o_proj.bias"},
+      {"blk.{}.attn_q_norm.weight", "model.layers.{}.self_attn.q_norm.weight"},
+      {"blk.{}.attn_k_norm.weight", "model.layers.{}.self_attn.k_norm.weight"},
+      {"blk.{}.ffn_gate.weight", "model.layers.{}.mlp.gate_proj.weight"},
+      {"blk.{}.ffn_up.weight", "model.layers.{}.mlp.up_proj.weight"},
+      {"blk.{}.ffn_down.weight", "model.layers.{}.mlp.down_proj.weight"},
+  });
+  return kNames;
 }
+
+namespace {
 
 class LlamaFamily : public Model {
  public:
@@ -131,7 +129,7 @@ class LlamaFamily : public Model {
 }  // namespace
 
 Result<std::unique_ptr<Model>> build_llama_family(WeightStore& weights, Backend& backend, Profiler& profiler) {
-  weights.bind(&backend, llama_hf_name);
+  weights.bind(&backend, &llama_family_names());
   auto m = std::make_unique<LlamaFamily>(weights.config(), backend, profiler);
   FERRUM_TRY(m->load(weights));
   return std::unique_ptr<Model>(std::move(m));

@@ -65,10 +65,16 @@ class Model {
 
 using ModelBuilder = Result<std::unique_ptr<Model>> (*)(WeightStore& weights, Backend& backend, Profiler& profiler);
 
-// The builder for an architecture name (ModelConfig::arch), or an error listing the known ones.
-Result<ModelBuilder> find_model_builder(const std::string& arch);
+struct Architecture {
+  ModelBuilder build;
+  const NameMap& (*hf_names)();  // Hugging Face <-> internal tensor names
+};
 
-// Builders, one per architecture file.
+// The architecture registered under a name (ModelConfig::arch), or an error listing the known ones.
+Result<const Architecture*> find_architecture(const std::string& arch);
+
+// One builder and name map per architecture file.
 Result<std::unique_ptr<Model>> build_llama_family(WeightStore& weights, Backend& backend, Profiler& profiler);
+const NameMap& llama_family_names();
 
 }  // namespace ferrum

@@ -4,15 +4,15 @@
 
 namespace ferrum {
 
-Result<ModelBuilder> find_model_builder(const std::string& arch) {
+Result<const Architecture*> find_architecture(const std::string& arch) {
   // One line per architecture.
-  static const std::map<std::string, ModelBuilder> kBuilders = {
-      {"llama", build_llama_family},
-      {"qwen2", build_llama_family},
-      {"qwen3", build_llama_family},
+  static const std::map<std::string, Architecture> kBuilders = {
+      {"llama", {build_llama_family, llama_family_names}},
+      {"qwen2", {build_llama_family, llama_family_names}},
+      {"qwen3", {build_llama_family, llama_family_names}},
   };
   auto it = kBuilders.find(arch);
-  if (it != kBuilders.end()) return it->second;
+  if (it != kBuilders.end()) return &it->second;
   std::string known;
   for (auto& [name, b] : kBuilders) known += (known.empty() ? "" : ", ") + name;
   return Error("architecture '" + arch + "' is not supported (supported: " + known + ")");

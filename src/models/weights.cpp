@@ -13,7 +13,48 @@ std::string dims_str(const std::vector<int64_t>& d) {
   for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
   return s + "]";
 }
+
+// Matches `name` against a pattern with "{}"/"{e}" placeholders; collects the numbers in order.
+bool match(const std::string& pattern, const std::string& name, std::vector<std::string>* nums) {
+  size_t pi = 0, ni = 0;
+  while (pi < pattern.size()) {
+    if (pattern.compare(pi, 2, "{}") == 0 || pattern.compare(pi, 3, "{e}") == 0) {
+      pi += pattern.compare(pi, 2, "{}") == 0 ? 2 : 3;
+      size_t start = ni;
+      while (ni < name.size() && name[ni] >= '0' && name[ni] <= '9') ++ni;
+      if (ni == start) return false;
+      nums->push_back(name.substr(start, ni - start));
+    } else {
+      if (ni >= name.size() || name[ni] != pattern[pi]) return false;
+      ++pi;
+      ++ni;
+    }
+  }
+  return ni == name.size();
+}
+
+std::string fill(const std::string& pattern, const std::vector<std::string>& nums) {
+  std::string out;
+  size_t k = 0;
+  for (size_t i = 0; i < pattern.size();) {
+    if (pattern.compare(i, 2, "{}") == 0 || pattern.compare(i, 3, "{e}") == 0) {
+      i += pattern.compare(i, 2, "{}") == 0 ? 2 : 3;
+      out += k < nums.size() ? nums[k++] : "";
+    } else {
+      out += pattern[i++];
+    }
+  }
+  return out;
+}
 }  // namespace
+
+std::string NameMap::translate(const std::string& name, bool to_hf) const {
+  for (const NamePair& p : pairs_) {
+    std::vector<std::string> nums;
+    if (match(to_hf ? p.gguf : p.hf, name, &nums)) return fill(to_hf ? p.hf : p.gguf, nums);
+  }
+  return "";
+}
 
 Result<std::unique_ptr<WeightStore>> WeightStore::open(const std::string& path) {
   std::unique_ptr<WeightStore> w(new WeightStore());
@@ -41,7 +82,7 @@ Result<WeightStore::Raw> WeightStore::find_raw(const std::string& name) const {
     if (!t) return Error(path_ + ": missing tensor '" + name + "'");
     return Raw{t->type, t->dims, t->data, t->nbytes};
   }
-  const std::string hf = hf_names_ ? hf_names_(name) : name;
+  const std::string hf = hf_names_ ? hf_names_->to_hf(name) : name;
   const SafetensorsTensor* t = hf.empty() ? nullptr : st_->find(hf);
   if (!t) return Error(path_ + ": missing tensor '" + (hf.empty() ? name : hf) + "'");
   std::vector<int64_t> dims(t->shape.rbegin(), t->shape.rend());
@@ -50,7 +91,7 @@ Result<WeightStore::Raw> WeightStore::find_raw(const std::string& name) const {
 
 bool WeightStore::has(const std::string& name) const {
   if (gguf_) return gguf_->find_tensor(name) != nullptr;
-  const std::string hf = hf_names_ ? hf_names_(name) : name;
+  const std::string hf = hf_names_ ? hf_names_->to_hf(name) : name;
   return !hf.empty() && st_->find(hf) != nullptr;
 }
 
@@ -106,4 +147,11 @@ std::vector<WeightStore::TensorSummary> WeightStore::summary() const {
   return out;
 }
 
+}  // namespace ferrum
+
+namespace ferrum {
+const std::map<std::string, SafetensorsTensor>& WeightStore::hf_tensors() const {
+  static const std::map<std::string, SafetensorsTensor> kNone;
+  return st_ ? st_->tensors() : kNone;
+}
 }  // namespace ferrum

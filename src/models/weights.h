@@ -4,7 +4,7 @@
 // upload per tensor (GPU); small 1-D tensors (norms, biases) are converted to float32 once.
 #pragma once
 
-#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,8 +16,25 @@
 
 namespace ferrum {
 
-// Maps an internal (GGUF) tensor name to the Hugging Face name; "" when the HF layout has none.
-using HfNameMap = std::function<std::string(const std::string& gguf_name)>;
+// Pairs of tensor-name patterns, internal (GGUF) and Hugging Face, where "{}" stands for a layer
+// number and "{e}" for an expert number, e.g. {"blk.{}.attn_q.weight", "model.layers.{}.self_attn.q_proj.weight"}.
+struct NamePair {
+  const char* gguf;
+  const char* hf;
+};
+
+class NameMap {
+ public:
+  NameMap() = default;
+  explicit NameMap(std::vector<NamePair> pairs) : pairs_(std::move(pairs)) {}
+  // "" when the name matches no pattern.
+  std::string to_hf(const std::string& gguf_name) const { return translate(gguf_name, true); }
+  std::string to_gguf(const std::string& hf_name) const { return translate(hf_name, false); }
+
+ private:
+  std::string translate(const std::string& name, bool to_hf) const;
+  std::vector<NamePair> pairs_;
+};
 
 class WeightStore {
  public:
@@ -31,9 +48,9 @@ class WeightStore {
   const GgufFile* gguf() const { return gguf_.get(); }
   const std::string& path() const { return path_; }
 
-  void bind(Backend* backend, HfNameMap hf_names) {
+  void bind(Backend* backend, const NameMap* hf_names) {
     backend_ = backend;
-    hf_names_ = std::move(hf_names);
+    hf_names_ = hf_names;
   }
   bool has(const std::string& name) const;
   // A matrix [rows, cols] (GGML dims {cols, rows}; optionally a stack of `mats`) in its stored
@@ -51,6 +68,8 @@ class WeightStore {
     size_t bytes;
   };
   std::vector<TensorSummary> summary() const;
+  // The raw safetensors of an HF folder by HF name (for conversion); empty for GGUF.
+  const std::map<std::string, SafetensorsTensor>& hf_tensors() const;
 
  private:
   struct Raw {
@@ -66,7 +85,7 @@ class WeightStore {
   std::unique_ptr<GgufFile> gguf_;
   std::unique_ptr<SafetensorsSet> st_;
   Backend* backend_ = nullptr;
-  HfNameMap hf_names_;
+  const NameMap* hf_names_ = nullptr;
   std::vector<void*> owned_;  // converted vectors and uploads made through the backend
 };
 

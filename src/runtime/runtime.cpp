@@ -52,8 +52,8 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   FERRUM_ASSIGN_OR_RETURN(im->backend, create_backend(cfg.backend, cfg.threads));
   FERRUM_ASSIGN_OR_RETURN(im->weights, WeightStore::open(path));
   const ModelConfig& mc = im->weights->config();
-  FERRUM_ASSIGN_OR_RETURN(ModelBuilder build, find_model_builder(mc.arch));
-  FERRUM_ASSIGN_OR_RETURN(im->model, build(*im->weights, *im->backend, im->profiler));
+  FERRUM_ASSIGN_OR_RETURN(const Architecture* arch, find_architecture(mc.arch));
+  FERRUM_ASSIGN_OR_RETURN(im->model, arch->build(*im->weights, *im->backend, im->profiler));
 
   const int64_t capacity = cfg.kv_capacity > 0 ? cfg.kv_capacity : std::min<int64_t>(mc.max_position, 4096);
   const int64_t blocks_per_seq = (capacity + KvCache::kBlockSize - 1) / KvCache::kBlockSize;

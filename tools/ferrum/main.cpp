@@ -10,6 +10,9 @@ int main(int argc, char** argv) {
   ferrum::cli::add_logits(app, exit_code);
   ferrum::cli::add_generate(app, exit_code);
   ferrum::cli::add_bench(app, exit_code);
+  ferrum::cli::add_quantize(app, exit_code);
+  ferrum::cli::add_tokenize(app, exit_code);
+  ferrum::cli::add_detokenize(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,140 @@
+// End-to-end logits against external references: Hugging Face transformers (fixtures/hf) and
+// llama.cpp / an exact numpy pass (fixtures/gguf), through the public runtime API.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "core/npy.h"
+#include "ferrum/runtime.h"
+#include "fixture_util.h"
+
+namespace ferrum::testing {
+namespace {
+
+std::unique_ptr<Runtime> load(const std::string& path, const std::string& backend = "cpu") {
+  RuntimeConfig cfg;
+  cfg.backend = backend;
+  cfg.max_batch_tokens = 64;
+  auto r = Runtime::load(path, cfg);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+std::vector<float> prefill_all(Runtime& r, const std::vector<int32_t>& ids) {
+  r.reset();
+  auto lv = r.prefill(0, ids, true);
+  EXPECT_TRUE(lv.ok()) << lv.status().message();
+  if (!lv.ok()) return {};
+  return std::vector<float>(lv->data, lv->data + lv->rows * lv->vocab);
+}
+
+std::vector<float> decode_all(Runtime& r, const std::vector<int32_t>& ids) {
+  r.reset();
+  std::vector<float> out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto lv = r.decode(0, ids[i], static_cast<int64_t>(i));
+    EXPECT_TRUE(lv.ok()) << lv.status().message();
+    if (!lv.ok()) return {};
+    out.insert(out.end(), lv->data, lv->data + lv->vocab);
+  }
+  return out;
+}
+
+int32_t argmax(const float* v, int64_t n) { return static_cast<int32_t>(std::max_element(v, v + n) - v); }
+
+std::vector<int32_t> greedy(Runtime& r, const std::vector<int32_t>& prompt, size_t n) {
+  r.reset();
+  auto lv = r.prefill(0, prompt);
+  EXPECT_TRUE(lv.ok()) << lv.status().message();
+  std::vector<int32_t> out;
+  int64_t pos = static_cast<int64_t>(prompt.size());
+  while (lv.ok() && out.size() < n) {
+    out.push_back(argmax(lv->row(0), lv->vocab));
+    if (out.size() < n) lv = r.decode(0, out.back(), pos++);
+  }
+  return out;
+}
+
+class HfFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HfFixture, LogitsPrefillDecodeGreedyMatchTransformers) {
+  const std::string rel = "fixtures/hf/" + GetParam();
+  FERRUM_REQUIRE_SHARED(rel);
+  auto r = load(shared_path(rel));
+  ASSERT_TRUE(r);
+  auto cases = load_hf_cases(shared_path(rel));
+  ASSERT_FALSE(cases.empty());
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const HfCase& c = cases[ci];
+    SCOPED_TRACE("case" + std::to_string(ci));
+    auto pre = prefill_all(*r, c.all_ids);
+    ASSERT_EQ(pre.size(), c.logits.size());
+    const float bound = 1e-4f * max_abs(c.logits.data(), c.logits.size());
+    EXPECT_LE(max_abs_diff(pre.data(), c.logits.data(), pre.size()), bound);
+    auto dec = decode_all(*r, c.all_ids);
+    ASSERT_EQ(dec.size(), pre.size());
+    EXPECT_LE(max_abs_diff(dec.data(), pre.data(), pre.size()), bound);
+    EXPECT_EQ(greedy(*r, c.prompt_ids, c.greedy_ids.size()), c.greedy_ids);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dense, HfFixture, ::testing::Values("llama", "llama3_rope", "qwen2", "qwen3"));
+
+TEST(Stories260K, LogitsAndGreedyMatchLlamaCpp) {
+  FERRUM_REQUIRE_SHARED("models/stories260K.gguf");
+  auto r = load(shared_path("models/stories260K.gguf"));
+  ASSERT_TRUE(r);
+  const std::string dir = shared_path("fixtures/gguf/stories260K/");
+  auto prompt = read_ids_txt(dir + "prompt_ids.txt");
+  auto ref = read_npy(dir + "logits_prompt.npy");
+  ASSERT_TRUE(ref.ok());
+  auto got = prefill_all(*r, prompt);
+  ASSERT_EQ(got.size(), ref->data.size());
+  EXPECT_LE(max_abs_diff(got.data(), ref->data.data(), got.size()), 1e-4f * max_abs(ref->data.data(), got.size()));
+  EXPECT_EQ(greedy(*r, prompt, 64), read_ids_txt(dir + "greedy_ids.txt"));
+}
+
+struct SynthCase {
+  std::string file;
+  float numpy_tol;  // max |diff| against the exact numpy pass
+  bool relative;    // tolerance scaled by max |logit|
+};
+
+class SynthFixture : public ::testing::TestWithParam<SynthCase> {};
+
+// Float32 activations: tight against the exact-dequantization numpy reference, and within the
+// README's bounds (0.6 max / 0.1 rms) of llama.cpp, which rounds activations before its dots.
+TEST_P(SynthFixture, MatchesReferences) {
+  const std::string rel = "fixtures/gguf/synth/synth-" + GetParam().file;
+  FERRUM_REQUIRE_SHARED(rel + ".gguf");
+  auto r = load(shared_path(rel + ".gguf"));
+  ASSERT_TRUE(r);
+  for (const char* seq : {"ids16", "ids64"}) {
+    SCOPED_TRACE(seq);
+    auto ids = read_ids_txt(shared_path(std::string("fixtures/gguf/synth/") + seq + ".txt"));
+    auto np = read_npy(shared_path(rel + ".numpy." + seq + ".npy"));
+    auto lc = read_npy(shared_path(rel + ".llamacpp." + seq + ".npy"));
+    ASSERT_TRUE(np.ok() && lc.ok());
+    for (bool decode : {false, true}) {
+      SCOPED_TRACE(decode ? "decode" : "prefill");
+      auto got = decode ? decode_all(*r, ids) : prefill_all(*r, ids);
+      ASSERT_EQ(got.size(), np->data.size());
+      const float scale = GetParam().relative ? max_abs(np->data.data(), got.size()) : 1.0f;
+      EXPECT_LE(max_abs_diff(got.data(), np->data.data(), got.size()), GetParam().numpy_tol * scale);
+      EXPECT_LE(max_abs_diff(got.data(), lc->data.data(), got.size()), 0.6f);
+      EXPECT_LE(rms_diff(got.data(), lc->data.data(), got.size()), 0.1);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Float, SynthFixture,
+                         ::testing::Values(SynthCase{"llama-f32", 1e-4f, true}, SynthCase{"qwen2-f32", 1e-4f, true},
+                                           SynthCase{"llama-f16", 1e-3f, false}),
+                         [](const auto& info) {
+                           std::string n = info.param.file;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace ferrum::testing

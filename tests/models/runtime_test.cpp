@@ -1,0 +1,124 @@
+// Runtime API behaviour: batched decode equals single decodes bit for bit, KV capacity and pool
+// limits are errors (never a crash or an overwrite), released KV is reused, bad ids are rejected.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "ferrum/runtime.h"
+#include "fixture_util.h"
+
+namespace ferrum::testing {
+namespace {
+
+constexpr const char* kModel = "fixtures/hf/qwen3";
+
+std::unique_ptr<Runtime> load(int64_t kv_capacity, int64_t max_seqs) {
+  RuntimeConfig cfg;
+  cfg.kv_capacity = kv_capacity;
+  cfg.max_seqs = max_seqs;
+  auto r = Runtime::load(shared_path(kModel), cfg);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+std::vector<float> row0(const Result<LogitsView>& lv) {
+  EXPECT_TRUE(lv.ok()) << lv.status().message();
+  if (!lv.ok()) return {};
+  return std::vector<float>(lv->data, lv->data + lv->vocab);
+}
+
+TEST(Runtime, BatchedDecodeIsBitIdenticalToSingleDecode) {
+  FERRUM_REQUIRE_SHARED(kModel);
+  auto r = load(64, 4);
+  ASSERT_TRUE(r);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 300}, {9}, {1, 2, 3, 4, 5, 6, 7}};
+  // Alone: each sequence prefilled then decoded by itself.
+  std::vector<std::vector<float>> alone;
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    r->reset();
+    ASSERT_TRUE(r->prefill(0, prompts[s]).ok());
+    alone.push_back(row0(r->decode(0, 42, static_cast<int64_t>(prompts[s].size()))));
+  }
+  // Together: all prefilled, then one decode_batch step.
+  r->reset();
+  std::vector<Runtime::DecodeItem> items;
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    ASSERT_TRUE(r->prefill(static_cast<int64_t>(s), prompts[s]).ok());
+    items.push_back({static_cast<int64_t>(s), 42, static_cast<int64_t>(prompts[s].size())});
+  }
+  auto lv = r->decode_batch(items);
+  ASSERT_TRUE(lv.ok()) << lv.status().message();
+  ASSERT_EQ(lv->rows, 3);
+  for (size_t s = 0; s < prompts.size(); ++s)
+    EXPECT_EQ(0, std::memcmp(lv->row(static_cast<int64_t>(s)), alone[s].data(), alone[s].size() * sizeof(float)))
+        << "sequence " << s;
+}
+
+TEST(Runtime, WritingPastCapacityIsAnErrorNamingTheSequence) {
+  FERRUM_REQUIRE_SHARED(kModel);
+  auto r = load(20, 2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->kv_capacity(), 20);
+  std::vector<int32_t> ids(20, 7);
+  ASSERT_TRUE(r->prefill(3, ids).ok());
+  auto lv = r->decode(3, 7, 20);
+  ASSERT_FALSE(lv.ok());
+  EXPECT_NE(lv.status().message().find("sequence 3"), std::string::npos) << lv.status().message();
+  EXPECT_NE(lv.status().message().find("20"), std::string::npos);
+  // The sequence is intact: decoding at an earlier position (rewind) still works.
+  EXPECT_TRUE(r->decode(3, 7, 19).ok());
+  std::vector<int32_t> too_long(21, 7);
+  EXPECT_FALSE(r->prefill(4, too_long).ok());
+}
+
+TEST(Runtime, PoolExhaustionIsAnErrorAndReleaseReusesBlocks) {
+  FERRUM_REQUIRE_SHARED(kModel);
+  auto r = load(32, 2);  // 2 blocks per sequence, 4 blocks in the pool
+  ASSERT_TRUE(r);
+  std::vector<int32_t> ids(32, 11);
+  ASSERT_TRUE(r->prefill(0, ids).ok());
+  ASSERT_TRUE(r->prefill(1, ids).ok());
+  EXPECT_EQ(r->kv_free_blocks(), 0);
+  auto lv = r->prefill(2, ids);
+  ASSERT_FALSE(lv.ok());
+  EXPECT_NE(lv.status().message().find("exhausted"), std::string::npos) << lv.status().message();
+  r->release(0);
+  EXPECT_EQ(r->kv_free_blocks(), 2);
+  // Reused blocks give the same logits as fresh ones (no stale state leaks in).
+  auto a = row0(r->prefill(2, ids));
+  r->reset();
+  auto b = row0(r->prefill(5, ids));
+  EXPECT_EQ(a, b);
+}
+
+TEST(Runtime, RejectsBadTokensAndPositions) {
+  FERRUM_REQUIRE_SHARED(kModel);
+  auto r = load(64, 2);
+  ASSERT_TRUE(r);
+  std::vector<int32_t> bad = {1, 1000};
+  auto lv = r->prefill(0, bad);
+  ASSERT_FALSE(lv.ok());
+  EXPECT_NE(lv.status().message().find("1000"), std::string::npos);
+  EXPECT_FALSE(r->decode(0, 1, 5).ok());  // position past the sequence's length
+  EXPECT_FALSE(r->decode(0, -1, 0).ok());
+  std::vector<Runtime::DecodeItem> dup = {{1, 3, 0}, {1, 4, 0}};
+  EXPECT_FALSE(r->decode_batch(dup).ok());
+}
+
+TEST(Runtime, LongPromptsAreChunkedWithoutChangingResults) {
+  FERRUM_REQUIRE_SHARED(kModel);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 100; ++i) ids.push_back((i * 37) % 1000);
+  RuntimeConfig small;
+  small.max_batch_tokens = 16;
+  auto a = Runtime::load(shared_path(kModel), small);
+  auto b = Runtime::load(shared_path(kModel), RuntimeConfig{});
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto la = row0(a.value()->prefill(0, ids));
+  auto lb = row0(b.value()->prefill(0, ids));
+  ASSERT_EQ(la.size(), lb.size());
+  EXPECT_LE(max_abs_diff(la.data(), lb.data(), la.size()), 1e-4f * max_abs(lb.data(), lb.size()));
+}
+
+}  // namespace
+}  // namespace ferrum::testing
