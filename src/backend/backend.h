@@ -23,9 +23,12 @@ struct RopeParams {
 };
 
 // Where each token of a step lives in the paged KV cache. Built by the runtime once per step.
+// Token t attends to keys [kv_end[t] - window, kv_end[t]) of its sequence: kv_end = position + 1
+// for causal decoders, the sequence length for bidirectional encoders.
 struct AttentionLayout {
   int64_t n_tokens = 0;
   const int32_t* positions = nullptr;     // [n_tokens] position of the token in its sequence
+  const int32_t* kv_end = nullptr;        // [n_tokens] one past the last key the token sees
   const int32_t* seq_index = nullptr;     // [n_tokens] row of block_tables for its sequence
   const int32_t* block_tables = nullptr;  // [n_seqs * max_blocks] KV block ids
   int64_t max_blocks = 0;
@@ -37,7 +40,6 @@ struct AttentionParams {
   int64_t n_kv_heads = 0;
   int64_t head_dim = 0;
   float scale = 1.0f;
-  bool causal = true;        // decoders: keys up to the token's own position
   int64_t window = 0;        // >0: only the last `window` keys (sliding-window layers)
 };
 

@@ -63,7 +63,7 @@ class LlamaFamily : public Model {
     }
     FERRUM_ASSIGN_OR_RETURN(Tensor freqs, load_rope_frequencies(w, backend_, c, c.rope_theta));
     rope_ = {c.head_dim, c.rope_dim, rope_style_for(w, c), freqs.row<float>(0)};
-    attn_ = {c.n_heads, c.n_kv_heads, c.head_dim, static_cast<float>(1.0 / std::sqrt(double(c.head_dim))), true, 0};
+    attn_ = {c.n_heads, c.n_kv_heads, c.head_dim, static_cast<float>(1.0 / std::sqrt(double(c.head_dim))), 0};
     return {};
   }
 

@@ -48,6 +48,8 @@ class Model {
  public:
   virtual ~Model() = default;
   const ModelConfig& config() const { return cfg_; }
+  // Decoders attend to earlier positions only; encoders to the whole sequence of the step.
+  virtual bool causal() const { return true; }
   // Width of one token's K (and V) row per layer, in floats.
   virtual int64_t kv_dim() const = 0;
   // Floats of scratch needed for a step of up to max_tokens tokens and max_out logit rows.

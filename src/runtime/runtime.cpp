@@ -28,7 +28,7 @@ struct Runtime::Impl {
   void* index_mem = nullptr;   // tokens, slots, positions, seq_index, out_rows, block tables
   void* logits_mem = nullptr;
   // Host staging, sized at load.
-  std::vector<int32_t> h_tokens, h_slots, h_pos, h_seq, h_out, h_tables;
+  std::vector<int32_t> h_tokens, h_slots, h_pos, h_end, h_seq, h_out, h_tables;
   std::vector<float> h_logits;
   std::vector<float> all_rows;  // all-logits prefill results gathered across chunks
   std::vector<Runtime::Work> work_buf;
@@ -66,13 +66,14 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   I.scratch_floats = I.model->scratch_floats(I.max_tokens, I.max_out);
   FERRUM_ASSIGN_OR_RETURN(I.scratch_mem, I.backend->alloc(I.scratch_floats * sizeof(float)));
   const int64_t mb = I.kv->max_blocks_per_seq();
-  const size_t n_index = static_cast<size_t>(4 * I.max_tokens + I.max_out + I.max_step_seqs * mb);
+  const size_t n_index = static_cast<size_t>(5 * I.max_tokens + I.max_out + I.max_step_seqs * mb);
   FERRUM_ASSIGN_OR_RETURN(I.index_mem, I.backend->alloc(n_index * sizeof(int32_t)));
   FERRUM_ASSIGN_OR_RETURN(I.logits_mem,
                           I.backend->alloc(static_cast<size_t>(I.max_out * mc.vocab_size) * sizeof(float)));
   I.h_tokens.reserve(static_cast<size_t>(I.max_tokens));
   I.h_slots.reserve(static_cast<size_t>(I.max_tokens));
   I.h_pos.reserve(static_cast<size_t>(I.max_tokens));
+  I.h_end.reserve(static_cast<size_t>(I.max_tokens));
   I.h_seq.reserve(static_cast<size_t>(I.max_tokens));
   I.h_out.reserve(static_cast<size_t>(I.max_out));
   I.h_tables.reserve(static_cast<size_t>(I.max_step_seqs * mb));
@@ -125,9 +126,11 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
   }
 
   const int64_t mb = I.kv->max_blocks_per_seq();
+  const bool causal = I.model->causal();
   I.h_tokens.clear();
   I.h_slots.clear();
   I.h_pos.clear();
+  I.h_end.clear();
   I.h_seq.clear();
   I.h_out.clear();
   I.h_tables.assign(work.size() * static_cast<size_t>(mb), 0);
@@ -140,6 +143,7 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
       if (w.all_logits || i + 1 == w.tokens.size()) I.h_out.push_back(static_cast<int32_t>(I.h_tokens.size()));
       I.h_tokens.push_back(w.tokens[i]);
       I.h_pos.push_back(static_cast<int32_t>(p));
+      I.h_end.push_back(static_cast<int32_t>(causal ? p + 1 : w.pos + static_cast<int64_t>(w.tokens.size())));
       I.h_seq.push_back(static_cast<int32_t>(si));
       I.h_slots.push_back(blocks[static_cast<size_t>(p / KvCache::kBlockSize)] * static_cast<int32_t>(KvCache::kBlockSize) +
                           static_cast<int32_t>(p % KvCache::kBlockSize));
@@ -158,6 +162,7 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
   s.tokens = put(I.h_tokens, I.max_tokens);
   s.slots = put(I.h_slots, I.max_tokens);
   s.layout.positions = put(I.h_pos, I.max_tokens);
+  s.layout.kv_end = put(I.h_end, I.max_tokens);
   s.layout.seq_index = put(I.h_seq, I.max_tokens);
   s.out_rows = put(I.h_out, I.max_out);
   s.layout.block_tables = put(I.h_tables, I.max_step_seqs * mb);

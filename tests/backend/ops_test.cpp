@@ -147,9 +147,10 @@ TEST_P(OpContract, PagedAttentionOverRaggedBatch) {
       // Two sequences with scattered, non-consecutive blocks: seq 0 holds 37 tokens, seq 1 holds 3;
       // the step has seq 0's last 2 tokens (positions 35, 36) and seq 1's single token (position 2).
       std::vector<int32_t> tables = {7, 2, 10, 0, 5, 0, 0, 0};
-      std::vector<int32_t> positions = {35, 36, 2}, seq_index = {0, 0, 1};
-      AttentionLayout L{3, positions.data(), seq_index.data(), tables.data(), 4, bs};
-      AttentionParams p{s.heads, s.kv_heads, s.hd, 1.0f / std::sqrt(float(s.hd)), true, window};
+      // Causal rows see up to their own position; the last row sees its whole sequence (encoder).
+      std::vector<int32_t> positions = {35, 36, 0}, kv_end = {36, 37, 3}, seq_index = {0, 0, 1};
+      AttentionLayout L{3, positions.data(), kv_end.data(), seq_index.data(), tables.data(), 4, bs};
+      AttentionParams p{s.heads, s.kv_heads, s.hd, 1.0f / std::sqrt(float(s.hd)), window};
       Buf q(3, s.heads * s.hd, rng), o1(3, s.heads * s.hd, rng), o2(3, s.heads * s.hd, rng);
       be->attention(q.t(), kc.t(), vc.t(), L, p, o1.t());
       ref->attention(q.t(), kc.t(), vc.t(), L, p, o2.t());

@@ -159,16 +159,16 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
   for (int64_t t = 0; t < L.n_tokens; ++t) {
     for (int64_t h = 0; h < p.n_heads; ++h) {
       const int32_t* table = L.block_tables + L.seq_index[t] * L.max_blocks;
-      const int64_t pos = L.positions[t];
-      const int64_t first = p.window > 0 ? std::max<int64_t>(0, pos - p.window + 1) : 0;
+      const int64_t end = L.kv_end[t];
+      const int64_t first = p.window > 0 ? std::max<int64_t>(0, end - p.window) : 0;
       const float* qh = q.row<float>(t) + h * hd;
       const int64_t koff = (h / group) * hd;
       float* o = out.row<float>(t) + h * hd;
       std::fill(o, o + hd, 0.0f);
       float m = -INFINITY, l = 0.0f;
       float s[64];
-      for (int64_t j0 = first; j0 <= pos; j0 += 64 - (j0 % 64 == 0 ? 0 : j0 % 64)) {
-        const int64_t j1 = std::min(pos + 1, (j0 / 64 + 1) * 64);
+      for (int64_t j0 = first, j1; j0 < end; j0 = j1) {
+        j1 = std::min(end, (j0 / 64 + 1) * 64);
         float bm = -INFINITY;
         for (int64_t j = j0; j < j1; ++j) {
           const int64_t slot = int64_t(table[j / bs]) * bs + j % bs;

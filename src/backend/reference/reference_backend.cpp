@@ -95,14 +95,14 @@ void ReferenceBackend::attention(const Tensor& q, const Tensor& k_cache, const T
   std::vector<double> scores;
   for (int64_t t = 0; t < L.n_tokens; ++t) {
     const int32_t* table = L.block_tables + L.seq_index[t] * L.max_blocks;
-    const int64_t pos = L.positions[t];
-    const int64_t first = p.window > 0 ? std::max<int64_t>(0, pos - p.window + 1) : 0;
+    const int64_t end = L.kv_end[t];
+    const int64_t first = p.window > 0 ? std::max<int64_t>(0, end - p.window) : 0;
     for (int64_t h = 0; h < p.n_heads; ++h) {
       const float* qh = q.row<float>(t) + h * p.head_dim;
       const int64_t kvh = h / group;
-      scores.assign(static_cast<size_t>(pos + 1 - first), 0.0);
+      scores.assign(static_cast<size_t>(end - first), 0.0);
       double mx = -INFINITY;
-      for (int64_t j = first; j <= pos; ++j) {
+      for (int64_t j = first; j < end; ++j) {
         const int64_t slot = int64_t(table[j / L.block_size]) * L.block_size + j % L.block_size;
         const float* kh = k_cache.row<float>(slot) + kvh * p.head_dim;
         double s = 0;
@@ -116,7 +116,7 @@ void ReferenceBackend::attention(const Tensor& q, const Tensor& k_cache, const T
       float* o = out.row<float>(t) + h * p.head_dim;
       for (int64_t d = 0; d < p.head_dim; ++d) {
         double acc = 0;
-        for (int64_t j = first; j <= pos; ++j) {
+        for (int64_t j = first; j < end; ++j) {
           const int64_t slot = int64_t(table[j / L.block_size]) * L.block_size + j % L.block_size;
           acc += scores[j - first] * v_cache.row<float>(slot)[kvh * p.head_dim + d];
         }
