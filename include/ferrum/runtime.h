@@ -18,6 +18,7 @@ namespace ferrum {
 class Profiler;
 
 // Logits rows [rows, vocab] in host memory owned by the runtime; valid until its next call.
+// For an encoder the rows are final hidden states and `vocab` is the hidden size.
 struct LogitsView {
   const float* data = nullptr;
   int64_t rows = 0;
@@ -58,8 +59,25 @@ class Runtime {
   };
   Result<LogitsView> step(std::span<const Work> work);
 
+  // Encoders (BERT): final hidden states pooled per EmbedOptions (the model's choice by default:
+  // sentence-transformers modules, GGUF pooling_type). Mean/Cls give [hidden] per input, None
+  // [n_tokens * hidden]; `normalize` scales each vector (each token row for None) to unit L2
+  // norm. Every input runs whole in one step (attention is bidirectional, so it cannot be
+  // chunked): it must fit max_batch_tokens, the KV capacity and max_position_embeddings. Inputs
+  // that fit together share a step; each attends only to its own keys, so no padding is involved.
+  struct EmbedOptions {
+    Pooling pooling = Pooling::Mean;
+    bool normalize = false;
+  };
+  EmbedOptions default_embed_options() const;
+  Result<std::vector<float>> embed(std::span<const int32_t> tokens, const EmbedOptions& opt);
+  Result<std::vector<std::vector<float>>> embed_batch(std::span<const std::vector<int32_t>> inputs,
+                                                      const EmbedOptions& opt);
+
   // Reserves KV for `max_tokens` tokens of `seq` now (warm-up), so later steps cannot run out.
   Status prepare(int64_t seq, int64_t max_tokens);
+  // Forgets the sequence's tokens from position n on (its blocks stay reserved for reuse).
+  void truncate(int64_t seq, int64_t n);
   // Returns the sequence's KV blocks to the pool.
   void release(int64_t seq);
   // Releases every sequence.

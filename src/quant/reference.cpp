@@ -1,33 +1,10 @@
-// Scalar reference kernels: dequantize a weight row to float32 and take a plain float dot product.
+// Scalar reference kernels: dequantize a weight row to float32 and take a plain float dot product
+// (accumulated in double, so the reference adds no rounding of its own beyond the final store).
 #include <vector>
 
-#include "core/half.h"
 #include "quant/matmul.h"
 
 namespace ferrum::quant {
-
-void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
-  switch (type) {
-    case DType::F32: {
-      const float* s = static_cast<const float*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = s[i];
-      return;
-    }
-    case DType::F16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(s[i]);
-      return;
-    }
-    case DType::BF16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(s[i]);
-      return;
-    }
-    default:
-      break;
-  }
-}
-
 namespace {
 
 template <DType T>
@@ -58,20 +35,41 @@ constexpr MatmulKernel make_reference(const char* name) {
 constexpr MatmulKernel kRefF32 = make_reference<DType::F32>("f32 reference");
 constexpr MatmulKernel kRefF16 = make_reference<DType::F16>("f16 reference");
 constexpr MatmulKernel kRefBF16 = make_reference<DType::BF16>("bf16 reference");
+constexpr MatmulKernel kRefQ4_0 = make_reference<DType::Q4_0>("q4_0 reference");
+constexpr MatmulKernel kRefQ4_1 = make_reference<DType::Q4_1>("q4_1 reference");
+constexpr MatmulKernel kRefQ5_0 = make_reference<DType::Q5_0>("q5_0 reference");
+constexpr MatmulKernel kRefQ8_0 = make_reference<DType::Q8_0>("q8_0 reference");
+constexpr MatmulKernel kRefQ4_K = make_reference<DType::Q4_K>("q4_K reference");
+constexpr MatmulKernel kRefQ5_K = make_reference<DType::Q5_K>("q5_K reference");
+constexpr MatmulKernel kRefQ6_K = make_reference<DType::Q6_K>("q6_K reference");
 
 }  // namespace
 
-size_t act_row_bytes(const MatmulKernel& kern, int64_t k) { return row_bytes(kern.act_type, k); }
-
 const MatmulKernel* reference_matmul_kernel(DType weight_type) {
   switch (weight_type) {
-    case DType::F32: return &kRefF32;
-    case DType::F16: return &kRefF16;
-    case DType::BF16: return &kRefBF16;
-    default: return nullptr;
+    case DType::F32:
+      return &kRefF32;
+    case DType::F16:
+      return &kRefF16;
+    case DType::BF16:
+      return &kRefBF16;
+    case DType::Q4_0:
+      return &kRefQ4_0;
+    case DType::Q4_1:
+      return &kRefQ4_1;
+    case DType::Q5_0:
+      return &kRefQ5_0;
+    case DType::Q8_0:
+      return &kRefQ8_0;
+    case DType::Q4_K:
+      return &kRefQ4_K;
+    case DType::Q5_K:
+      return &kRefQ5_K;
+    case DType::Q6_K:
+      return &kRefQ6_K;
+    default:
+      return nullptr;
   }
 }
-
-const MatmulKernel* best_matmul_kernel(DType weight_type) { return reference_matmul_kernel(weight_type); }
 
 }  // namespace ferrum::quant

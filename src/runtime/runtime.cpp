@@ -1,6 +1,7 @@
 #include "ferrum/runtime.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fmt/format.h>
 #include <set>
 
@@ -22,6 +23,7 @@ struct Runtime::Impl {
   std::unique_ptr<Model> model;
   std::unique_ptr<KvCache> kv;
   int64_t max_tokens = 0, max_out = 0, max_step_seqs = 0;
+  int64_t width = 0;  // floats per output row: vocab (decoders) or hidden (encoders)
   // Device buffers made at load and reused by every step.
   void* scratch_mem = nullptr;
   size_t scratch_floats = 0;
@@ -61,7 +63,9 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
                                                   blocks_per_seq * cfg.max_seqs, capacity));
   Impl& I = *im;
   I.max_tokens = cfg.max_batch_tokens;
-  I.max_out = std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 64));
+  I.width = I.model->output_width();
+  // An encoder returns every token's hidden state (rows are narrow); a decoder the last tokens' logits.
+  I.max_out = I.model->causal() ? std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 64)) : I.max_tokens;
   I.max_step_seqs = std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 1));
   I.scratch_floats = I.model->scratch_floats(I.max_tokens, I.max_out);
   FERRUM_ASSIGN_OR_RETURN(I.scratch_mem, I.backend->alloc(I.scratch_floats * sizeof(float)));
@@ -69,7 +73,7 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   const size_t n_index = static_cast<size_t>(5 * I.max_tokens + I.max_out + I.max_step_seqs * mb);
   FERRUM_ASSIGN_OR_RETURN(I.index_mem, I.backend->alloc(n_index * sizeof(int32_t)));
   FERRUM_ASSIGN_OR_RETURN(I.logits_mem,
-                          I.backend->alloc(static_cast<size_t>(I.max_out * mc.vocab_size) * sizeof(float)));
+                          I.backend->alloc(static_cast<size_t>(I.max_out * I.width) * sizeof(float)));
   I.h_tokens.reserve(static_cast<size_t>(I.max_tokens));
   I.h_slots.reserve(static_cast<size_t>(I.max_tokens));
   I.h_pos.reserve(static_cast<size_t>(I.max_tokens));
@@ -77,7 +81,8 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   I.h_seq.reserve(static_cast<size_t>(I.max_tokens));
   I.h_out.reserve(static_cast<size_t>(I.max_out));
   I.h_tables.reserve(static_cast<size_t>(I.max_step_seqs * mb));
-  I.h_logits.resize(static_cast<size_t>(I.max_out * mc.vocab_size));
+  I.h_logits.resize(static_cast<size_t>(I.max_out * I.width));
+  FERRUM_TRY(I.backend->check().with_context(path));
   return std::unique_ptr<Runtime>(new Runtime(std::move(im)));
 }
 
@@ -95,6 +100,9 @@ Profiler& Runtime::profiler() { return impl_->profiler; }
 Status Runtime::prepare(int64_t seq, int64_t max_tokens) { return impl_->kv->reserve(seq, max_tokens); }
 
 void Runtime::release(int64_t seq) { impl_->kv->release(seq); }
+void Runtime::truncate(int64_t seq, int64_t n) {
+  if (impl_->kv->has(seq) && n < impl_->kv->length(seq)) impl_->kv->set_length(seq, std::max<int64_t>(0, n));
+}
 void Runtime::reset() { impl_->kv->reset(); }
 
 Result<LogitsView> Runtime::step(std::span<const Work> work) {
@@ -119,6 +127,10 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
     return Error(fmt::format("step of {} tokens, {} outputs, {} sequences exceeds the limits ({}, {}, {})", n_tokens,
                              n_out, work.size(), I.max_tokens, I.max_out, I.max_step_seqs));
   for (const Work& w : work) {
+    // Learned position embeddings (encoders) have exactly max_position rows.
+    if (!I.model->causal() && w.pos + static_cast<int64_t>(w.tokens.size()) > mc.max_position)
+      return Error(fmt::format("sequence {}: {} tokens exceed the model's max_position_embeddings ({})", w.seq,
+                               w.pos + static_cast<int64_t>(w.tokens.size()), mc.max_position));
     if (w.pos + static_cast<int64_t>(w.tokens.size()) > I.kv->seq_capacity())
       return Error(fmt::format("sequence {}: writing tokens [{}, {}) past the KV capacity of {} tokens", w.seq, w.pos,
                                w.pos + static_cast<int64_t>(w.tokens.size()), I.kv->seq_capacity()));
@@ -172,13 +184,14 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
   s.n_out = n_out;
 
   ScratchArena arena(static_cast<float*>(I.scratch_mem), I.scratch_floats);
-  Tensor logits = Tensor::f32(static_cast<float*>(I.logits_mem), n_out, mc.vocab_size);
+  Tensor logits = Tensor::f32(static_cast<float*>(I.logits_mem), n_out, I.width);
   FERRUM_TRY(I.model->forward(s, *I.kv, arena, logits));
   if (arena.overflowed()) return Error("internal: model scratch estimate too small for " + mc.arch);
-  I.backend->copy_to_host(I.h_logits.data(), I.logits_mem, static_cast<size_t>(n_out * mc.vocab_size) * sizeof(float));
+  I.backend->copy_to_host(I.h_logits.data(), I.logits_mem, static_cast<size_t>(n_out * I.width) * sizeof(float));
+  FERRUM_TRY(I.backend->check().with_context("step"));
   for (const Work& w : work) I.kv->set_length(w.seq, w.pos + static_cast<int64_t>(w.tokens.size()));
   I.profiler.count_step();
-  return LogitsView{I.h_logits.data(), n_out, mc.vocab_size};
+  return LogitsView{I.h_logits.data(), n_out, I.width};
 }
 
 Result<LogitsView> Runtime::prefill(int64_t seq, std::span<const int32_t> tokens, bool all_logits) {
@@ -190,7 +203,7 @@ Result<LogitsView> Runtime::prefill(int64_t seq, std::span<const int32_t> tokens
     return Error(fmt::format("sequence {}: {} + {} tokens exceed the KV capacity of {} tokens", seq,
                              I.kv->length(seq), total, I.kv->seq_capacity()));
   std::vector<float>& all = I.all_rows;
-  if (all_logits) all.resize(static_cast<size_t>(total * config().vocab_size));
+  if (all_logits) all.resize(static_cast<size_t>(total * I.width));
   LogitsView last;
   for (int64_t off = 0; off < total; off += chunk) {
     const int64_t n = std::min(chunk, total - off);
@@ -199,7 +212,7 @@ Result<LogitsView> Runtime::prefill(int64_t seq, std::span<const int32_t> tokens
     if (all_logits)
       std::copy(last.data, last.data + last.rows * last.vocab, all.begin() + off * last.vocab);
   }
-  if (all_logits) return LogitsView{all.data(), total, config().vocab_size};
+  if (all_logits) return LogitsView{all.data(), total, I.width};
   return last;
 }
 
@@ -213,6 +226,100 @@ Result<LogitsView> Runtime::decode_batch(std::span<const DecodeItem> items) {
   work.clear();
   for (const DecodeItem& it : items) work.push_back(Work{it.seq, std::span<const int32_t>(&it.token, 1), it.pos, false});
   return step(work);
+}
+
+namespace {
+
+// Sequence ids the embedding calls use while they run (callers' sequences are >= 0).
+constexpr int64_t kEmbedSeq = -1;
+
+// One input's hidden states [n, H] pooled; L2 normalization as torch.nn.functional.normalize
+// (sentence-transformers' Normalize): v / max(|v|, 1e-12).
+std::vector<float> pool(const float* rows, int64_t n, int64_t H, const Runtime::EmbedOptions& opt) {
+  std::vector<float> out;
+  if (opt.pooling == Pooling::None) {
+    out.assign(rows, rows + n * H);
+  } else if (opt.pooling == Pooling::Cls) {
+    out.assign(rows, rows + H);
+  } else {
+    std::vector<double> acc(static_cast<size_t>(H), 0.0);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < H; ++i) acc[static_cast<size_t>(i)] += rows[t * H + i];
+    for (double a : acc) out.push_back(static_cast<float>(a / double(n)));
+  }
+  if (opt.normalize) {
+    for (size_t r = 0; r < out.size(); r += static_cast<size_t>(H)) {
+      double ss = 0;
+      for (int64_t i = 0; i < H; ++i) ss += double(out[r + i]) * double(out[r + i]);
+      const float inv = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-12));
+      for (int64_t i = 0; i < H; ++i) out[r + i] *= inv;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Runtime::EmbedOptions Runtime::default_embed_options() const {
+  return EmbedOptions{config().pooling, config().normalize};
+}
+
+Result<std::vector<float>> Runtime::embed(std::span<const int32_t> tokens, const EmbedOptions& opt) {
+  const std::vector<int32_t> one(tokens.begin(), tokens.end());
+  FERRUM_ASSIGN_OR_RETURN(auto vecs, embed_batch(std::span<const std::vector<int32_t>>(&one, 1), opt));
+  return std::move(vecs.front());
+}
+
+Result<std::vector<std::vector<float>>> Runtime::embed_batch(std::span<const std::vector<int32_t>> inputs,
+                                                             const EmbedOptions& opt) {
+  Impl& I = *impl_;
+  const ModelConfig& mc = I.model->config();
+  if (I.model->causal()) return Error("embeddings need an encoder model; '" + mc.arch + "' is a decoder");
+  if (inputs.empty()) return Error("embed: no inputs");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(inputs[i].size());
+    if (n == 0) return Error(fmt::format("input {}: no tokens", i));
+    if (n > mc.max_position)
+      return Error(fmt::format("input {}: {} tokens exceed the model's max_position_embeddings ({})", i, n,
+                               mc.max_position));
+    if (n > I.kv->seq_capacity())
+      return Error(fmt::format("input {}: {} tokens exceed the KV capacity of {} tokens per sequence", i, n,
+                               I.kv->seq_capacity()));
+    if (n > I.max_tokens)
+      return Error(fmt::format("input {}: {} tokens exceed max_batch_tokens ({}); an encoder runs each input in one "
+                               "step",
+                               i, n, I.max_tokens));
+    for (int32_t t : inputs[i])
+      if (t < 0 || t >= mc.vocab_size)
+        return Error(fmt::format("input {}: token id {} is outside the vocabulary [0, {})", i, t, mc.vocab_size));
+  }
+  std::vector<std::vector<float>> out;
+  out.reserve(inputs.size());
+  std::vector<Work>& work = I.work_buf;
+  for (size_t next = 0; next < inputs.size(); next += work.size()) {
+    // Pack consecutive inputs into one step while the step's token, sequence and KV limits allow.
+    work.clear();
+    int64_t tokens = 0, blocks = 0;
+    const int64_t free_blocks = I.kv->free_blocks();
+    while (next + work.size() < inputs.size() && static_cast<int64_t>(work.size()) < I.max_step_seqs) {
+      const std::vector<int32_t>& in = inputs[next + work.size()];
+      const int64_t n = static_cast<int64_t>(in.size());
+      const int64_t nb = (n + KvCache::kBlockSize - 1) / KvCache::kBlockSize;
+      if (!work.empty() && (tokens + n > I.max_tokens || blocks + nb > free_blocks)) break;
+      work.push_back(Work{kEmbedSeq - static_cast<int64_t>(work.size()), in, 0, true});
+      tokens += n;
+      blocks += nb;
+    }
+    auto lv = step(work);
+    for (const Work& w : work) I.kv->release(w.seq);
+    if (!lv.ok()) return lv.status();
+    int64_t row = 0;
+    for (const Work& w : work) {
+      out.push_back(pool(lv->row(row), static_cast<int64_t>(w.tokens.size()), I.width, opt));
+      row += static_cast<int64_t>(w.tokens.size());
+    }
+  }
+  return out;
 }
 
 }  // namespace ferrum

@@ -6,14 +6,21 @@
 
 #include "core/npy.h"
 #include "ferrum/runtime.h"
+#include "device_util.h"
 #include "fixture_util.h"
 
 namespace ferrum::testing {
 namespace {
 
-std::unique_ptr<Runtime> load(const std::string& path, const std::string& backend = "cpu") {
+// With FERRUM_BACKEND naming a GPU backend on a machine without a device, every test skips.
+class DeviceEnvironment : public ::testing::Environment {
+  void SetUp() override { FERRUM_SKIP_WITHOUT_DEVICE(test_backend()); }
+};
+[[maybe_unused]] const auto* const kDeviceEnvironment = ::testing::AddGlobalTestEnvironment(new DeviceEnvironment);
+
+std::unique_ptr<Runtime> load(const std::string& path) {
   RuntimeConfig cfg;
-  cfg.backend = backend;
+  cfg.backend = test_backend();
   cfg.max_batch_tokens = 64;
   auto r = Runtime::load(path, cfg);
   EXPECT_TRUE(r.ok()) << r.status().message();
@@ -79,6 +86,7 @@ TEST_P(HfFixture, LogitsPrefillDecodeGreedyMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dense, HfFixture, ::testing::Values("llama", "llama3_rope", "qwen2", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(MixtureOfExperts, HfFixture, ::testing::Values("qwen3_moe"));
 
 TEST(Stories260K, LogitsAndGreedyMatchLlamaCpp) {
   FERRUM_REQUIRE_SHARED("models/stories260K.gguf");
@@ -96,16 +104,20 @@ TEST(Stories260K, LogitsAndGreedyMatchLlamaCpp) {
 
 struct SynthCase {
   std::string file;
-  float numpy_tol;  // max |diff| against the exact numpy pass
-  bool relative;    // tolerance scaled by max |logit|
+  bool vs_llamacpp;  // tight reference: llama.cpp (activations rounded like it) or the exact numpy pass
+  float tol;         // max |diff| against the tight reference
+  bool relative;     // tol scaled by max |logit|
 };
 
 class SynthFixture : public ::testing::TestWithParam<SynthCase> {};
 
-// Float32 activations: tight against the exact-dequantization numpy reference, and within the
-// README's bounds (0.6 max / 0.1 rms) of llama.cpp, which rounds activations before its dots.
+// F32/F16 weights use float32 activations: tight against the exact-dequantization numpy pass.
+// Quantized weights round activations to Q8_0/Q8_K blocks as llama.cpp does before integer dots:
+// tight against llama.cpp except for rounding "flips" (the README allows ~0.2). Every file must
+// also stay within the README's 0.6 max / 0.1 rms of llama.cpp.
 TEST_P(SynthFixture, MatchesReferences) {
-  const std::string rel = "fixtures/gguf/synth/synth-" + GetParam().file;
+  const SynthCase& c = GetParam();
+  const std::string rel = "fixtures/gguf/synth/synth-" + c.file;
   FERRUM_REQUIRE_SHARED(rel + ".gguf");
   auto r = load(shared_path(rel + ".gguf"));
   ASSERT_TRUE(r);
@@ -115,26 +127,42 @@ TEST_P(SynthFixture, MatchesReferences) {
     auto np = read_npy(shared_path(rel + ".numpy." + seq + ".npy"));
     auto lc = read_npy(shared_path(rel + ".llamacpp." + seq + ".npy"));
     ASSERT_TRUE(np.ok() && lc.ok());
+    const std::vector<float>& tight = c.vs_llamacpp ? lc->data : np->data;
     for (bool decode : {false, true}) {
       SCOPED_TRACE(decode ? "decode" : "prefill");
       auto got = decode ? decode_all(*r, ids) : prefill_all(*r, ids);
-      ASSERT_EQ(got.size(), np->data.size());
-      const float scale = GetParam().relative ? max_abs(np->data.data(), got.size()) : 1.0f;
-      EXPECT_LE(max_abs_diff(got.data(), np->data.data(), got.size()), GetParam().numpy_tol * scale);
+      ASSERT_EQ(got.size(), tight.size());
+      const float scale = c.relative ? max_abs(tight.data(), got.size()) : 1.0f;
+      EXPECT_LE(max_abs_diff(got.data(), tight.data(), got.size()), c.tol * scale);
       EXPECT_LE(max_abs_diff(got.data(), lc->data.data(), got.size()), 0.6f);
       EXPECT_LE(rms_diff(got.data(), lc->data.data(), got.size()), 0.1);
     }
   }
 }
 
+std::string synth_name(const ::testing::TestParamInfo<SynthCase>& info) {
+  std::string n = info.param.file;
+  std::replace(n.begin(), n.end(), '-', '_');
+  return n;
+}
+
 INSTANTIATE_TEST_SUITE_P(Float, SynthFixture,
-                         ::testing::Values(SynthCase{"llama-f32", 1e-4f, true}, SynthCase{"qwen2-f32", 1e-4f, true},
-                                           SynthCase{"llama-f16", 1e-3f, false}),
-                         [](const auto& info) {
-                           std::string n = info.param.file;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+                         ::testing::Values(SynthCase{"llama-f32", false, 1e-4f, true},
+                                           SynthCase{"qwen2-f32", false, 1e-4f, true},
+                                           SynthCase{"llama-f16", false, 1e-3f, false}),
+                         synth_name);
+
+INSTANTIATE_TEST_SUITE_P(Quantized, SynthFixture,
+                         ::testing::Values(SynthCase{"llama-q8_0", true, 0.2f, false},
+                                           SynthCase{"llama-q4_0", true, 0.2f, false},
+                                           SynthCase{"llama-q4_k_m", true, 0.2f, false},
+                                           SynthCase{"llama-q5_k_m", true, 0.2f, false},
+                                           SynthCase{"llama-q6_k", true, 0.2f, false},
+                                           SynthCase{"llama-q4_k_m-mix", true, 0.2f, false},
+                                           SynthCase{"qwen2-q8_0", true, 0.2f, false},
+                                           SynthCase{"qwen2-q4_k_m", true, 0.2f, false},
+                                           SynthCase{"qwen2-q4_k_m-mix", true, 0.2f, false}),
+                         synth_name);
 
 }  // namespace
 }  // namespace ferrum::testing

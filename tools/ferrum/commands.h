@@ -8,10 +8,13 @@ namespace ferrum::cli {
 
 void add_info(CLI::App& app, int& exit_code);
 void add_logits(CLI::App& app, int& exit_code);
+void add_embed(CLI::App& app, int& exit_code);
 void add_generate(CLI::App& app, int& exit_code);
 void add_bench(CLI::App& app, int& exit_code);
 void add_quantize(CLI::App& app, int& exit_code);
+void add_run(CLI::App& app, int& exit_code);
 void add_tokenize(CLI::App& app, int& exit_code);
 void add_detokenize(CLI::App& app, int& exit_code);
+void add_template(CLI::App& app, int& exit_code);
 
 }  // namespace ferrum::cli

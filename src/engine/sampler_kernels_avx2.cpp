@@ -1,0 +1,9 @@
+#include "engine/sampler_simd.h"
+
+namespace ferrum::sampler_simd {
+namespace {
+constexpr int kWidth = 8;
+#include "engine/sampler_kernels_impl.h"
+}  // namespace
+FERRUM_DEFINE_SAMPLER_KERNELS(kernels_avx2, "avx2")
+}  // namespace ferrum::sampler_simd

@@ -1,0 +1,319 @@
+// Q4_K / Q5_K / Q6_K weights x Q8_K-rounded activations with AVX-512 (BW + VNNI).
+//
+// Per 64 elements and (row, token): vpmaddubsw multiplies the unsigned weight codes with the signed
+// activations into pair sums (at most 2 * 63 * 127, no saturation), and vpdpwssd multiplies those by
+// the sub-block scales and accumulates into int32 lanes, exactly. Per super-block the lanes are
+// scaled by d_w * d_a in float; the code offsets (Q4_K/Q5_K mins, Q6_K's -32) are applied through
+// the activation block sums (bsums).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "quant/act.h"
+#include "quant/blocks.h"
+#include "quant/kernels.h"
+#include "quant/simd_avx512.h"
+#include "quant/tiling.h"
+
+namespace ferrum::quant {
+namespace {
+
+using avx512::fp16;
+
+void quantize_act_q8_k_avx512(const float* x, void* qx, int64_t k) {
+  int8_t* qs = ActQ8_K::qs(qx);
+  float* d = ActQ8_K::d(qx, k);
+  int16_t* bsums = ActQ8_K::bsums(qx, k);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  for (int64_t b = 0; b < k / 256; ++b) {
+    const float* xb = x + 256 * b;
+    __m512 m = _mm512_setzero_ps();
+    for (int i = 0; i < 16; ++i) m = _mm512_max_ps(m, _mm512_andnot_ps(sign, _mm512_loadu_ps(xb + 16 * i)));
+    const float amax = _mm512_reduce_max_ps(m);
+    if (amax == 0.0f) {
+      d[b] = 0;
+      std::memset(qs + 256 * b, 0, 256);
+      std::memset(bsums + 16 * b, 0, 16 * sizeof(int16_t));
+      continue;
+    }
+    // The first element of largest magnitude, with its sign, sets the scale (as in llama.cpp).
+    float max = 0;
+    for (int i = 0; i < 16; ++i) {
+      const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(xb + 16 * i)),
+                                               _mm512_set1_ps(amax), _CMP_EQ_OQ);
+      if (hit != 0) {
+        max = xb[16 * i + __builtin_ctz(hit)];
+        break;
+      }
+    }
+    const float iscale = -127.f / max;
+    const __m512 s = _mm512_set1_ps(iscale);
+    for (int i = 0; i < 16; ++i) {
+      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * i), s));
+      q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+      bsums[16 * b + i] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 256 * b + 16 * i), _mm512_cvtsepi32_epi8(q));
+    }
+    d[b] = 1 / iscale;
+  }
+}
+
+// Small tiles split each integer accumulator into two chains so consecutive vpdpwssd do not wait
+// on each other.
+template <int R, int T>
+constexpr int kChainsFor = R* T < 4 ? 2 : 1;
+template <int N>
+inline __m512i sum_chains(const __m512i (&v)[N]) {
+  if constexpr (N == 1) {
+    return v[0];
+  } else {
+    return _mm512_add_epi32(v[0], v[1]);
+  }
+}
+
+// Pointers to the T activation rows of a tile.
+template <int T>
+struct ActRows {
+  const int8_t* qs[T];
+  const float* d[T];
+  const int16_t* bsums[T];
+  ActRows(const TileArgs& a) {
+    FERRUM_UNROLL
+    for (int t = 0; t < T; ++t) {
+      const uint8_t* row = a.act + t * a.act_row_bytes;
+      qs[t] = ActQ8_K::qs(row);
+      d[t] = ActQ8_K::d(row, a.k);
+      bsums[t] = ActQ8_K::bsums(row, a.k);
+    }
+  }
+};
+
+inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+inline __m512i broadcast256(const uint8_t* p) {
+  return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// The 8 six-bit scales and mins of a Q4_K/Q5_K block as bytes: sc[0..7] then m[0..7]
+// (unpack_scale_min_k4 for all j at once).
+inline void unpack_scales_mins(const uint8_t* packed, uint32_t out[4]) {
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  uint32_t u[3];
+  std::memcpy(u, packed, 12);
+  out[0] = u[0] & kLow6;
+  out[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  out[2] = u[1] & kLow6;
+  out[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+}
+
+// Q4_K and Q5_K (kFiveBit): 4 chunks of 64 elements; chunk c = sub-blocks 2c (low nibbles of
+// qs[32c..32c+31]) and 2c+1 (high nibbles), with bits 2c / 2c+1 of qh as fifth bits.
+template <bool kFiveBit, int R, int T>
+struct K45Tile {
+  using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+  static constexpr int kChains = kChainsFor<R, T>;
+  static void run(const TileArgs& a) {
+    const ActRows<T> act(a);
+    const Block* wr[R];
+    FERRUM_UNROLL
+    for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const Block*>(a.w + r * a.w_row_bytes);
+    __m512 acc[R][T] = {};
+    // Nibble c of a 32-byte chunk broadcast to both halves: shift the upper half's words by 4.
+    const __m512i shift04 = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
+                                             0x0004000400040004, 0, 0, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    alignas(64) int16_t scv[R][4][32];  // per chunk: sub-block 2c's scale in 16 lanes, then 2c+1's
+    for (int64_t sb = 0; sb < a.k / 256; ++sb) {
+      __m512 dr[R], mr[R];
+      __m128i mins[R];
+      FERRUM_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const Block& blk = wr[r][sb];
+        uint32_t u[4];
+        unpack_scales_mins(blk.scales, u);
+        const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(
+            _mm_cvtsi64_si128(static_cast<int64_t>(u[0] | (static_cast<uint64_t>(u[1]) << 32)))));
+        mins[r] = _mm_cvtepu8_epi16(
+            _mm_cvtsi64_si128(static_cast<int64_t>(u[2] | (static_cast<uint64_t>(u[3]) << 32))));
+        FERRUM_UNROLL
+        for (int c = 0; c < 4; ++c) {
+          const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(2 * c)),
+                                                 _mm256_set1_epi16(static_cast<int16_t>(2 * c + 1)), 1);
+          _mm512_store_si512(scv[r][c], _mm512_permutexvar_epi16(idx, sc16));
+        }
+        dr[r] = _mm512_set1_ps(fp16(blk.d));
+        mr[r] = _mm512_set1_ps(fp16(blk.dmin));
+      }
+      __m512i acci[R][T][kChains] = {};
+      FERRUM_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        __m512i wq[R];
+        FERRUM_UNROLL
+        for (int r = 0; r < R; ++r) {
+          const Block& blk = wr[r][sb];
+          wq[r] = _mm512_and_si512(_mm512_srlv_epi16(broadcast256(blk.qs + 32 * c), shift04), low4);
+          if constexpr (kFiveBit) {
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+                                                   _mm256_set1_epi8(static_cast<char>(2 << (2 * c))), 1);
+            const __mmask64 hi = _mm512_test_epi8_mask(broadcast256(blk.qh), bit);
+            wq[r] = _mm512_mask_add_epi8(wq[r], hi, wq[r], _mm512_set1_epi8(16));
+          }
+        }
+        FERRUM_UNROLL
+        for (int t = 0; t < T; ++t) {
+          const __m512i av = load512(act.qs[t] + 256 * sb + 64 * c);
+          FERRUM_UNROLL
+          for (int r = 0; r < R; ++r)
+            acci[r][t][c % kChains] = _mm512_dpwssd_epi32(
+                acci[r][t][c % kChains], _mm512_maddubs_epi16(wq[r], av), load512(scv[r][c]));
+        }
+      }
+      FERRUM_UNROLL
+      for (int t = 0; t < T; ++t) {
+        const __m512 da = _mm512_set1_ps(act.d[t][sb]);
+        const int16_t* bs = act.bsums[t] + 16 * sb;
+        // Activation sums per 32-element sub-block.
+        const __m128i bs32 = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bs)),
+                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(bs + 8)));
+        FERRUM_UNROLL
+        for (int r = 0; r < R; ++r) {
+          // acc += d_a * (d * dot - dmin * sum_j m_j * bsum32_j)
+          const __m512 minsum = _mm512_cvtepi32_ps(_mm512_zextsi128_si512(_mm_madd_epi16(mins[r], bs32)));
+          const __m512 blk = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sum_chains(acci[r][t])), dr[r],
+                                             _mm512_mul_ps(minsum, mr[r]));
+          acc[r][t] = _mm512_fmadd_ps(blk, da, acc[r][t]);
+        }
+      }
+    }
+    FERRUM_UNROLL
+    for (int t = 0; t < T; ++t) {
+      FERRUM_UNROLL
+      for (int r = 0; r < R; ++r) a.y[t * a.ldy + r] = avx512::hsum(acc[r][t]);
+    }
+  }
+};
+
+// Q6_K: 4 steps of 64 elements; step s = 2h + p covers elements 128h + 64p .. +63, whose low 4 bits
+// are nibble p of ql[64h .. 64h+63] and whose high 2 bits come from qh[32h .. 32h+31] (bits 0-1 / 2-3
+// for p = 0, bits 4-5 / 6-7 for p = 1, in the lower / upper 32 elements).
+template <int R, int T>
+struct Q6_KTile {
+  static constexpr int kChains = kChainsFor<R, T>;
+  static void run(const TileArgs& a) {
+    const ActRows<T> act(a);
+    const BlockQ6_K* wr[R];
+    FERRUM_UNROLL
+    for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const BlockQ6_K*>(a.w + r * a.w_row_bytes);
+    __m512 acc[R][T] = {};
+    const __m512i shl42 =
+        _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                         0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
+    const __m512i shr02 = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                           0x0002000200020002, 0, 0, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
+    alignas(64) int16_t scv[R][4][32];  // per step: the scales of its 4 sub-blocks, 8 lanes each
+    alignas(64) int16_t scn[R][32];     // -32 * scale per sub-block (lanes 16-31 zero)
+    for (int64_t sb = 0; sb < a.k / 256; ++sb) {
+      __m512 dr[R];
+      FERRUM_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const BlockQ6_K& blk = wr[r][sb];
+        const __m256i sc16 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+        FERRUM_UNROLL
+        for (int s = 0; s < 4; ++s) {
+          const __m512i idx =
+              _mm512_set_epi64(0x0001000100010001LL * (4 * s + 3), 0x0001000100010001LL * (4 * s + 3),
+                               0x0001000100010001LL * (4 * s + 2), 0x0001000100010001LL * (4 * s + 2),
+                               0x0001000100010001LL * (4 * s + 1), 0x0001000100010001LL * (4 * s + 1),
+                               0x0001000100010001LL * (4 * s), 0x0001000100010001LL * (4 * s));
+          _mm512_store_si512(scv[r][s], _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16)));
+        }
+        _mm512_store_si512(scn[r], _mm512_zextsi256_si512(_mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32))));
+        dr[r] = _mm512_set1_ps(fp16(blk.d));
+      }
+      __m512i acci[R][T][kChains] = {};
+      FERRUM_UNROLL
+      for (int s = 0; s < 4; ++s) {
+        const int h = s / 2;
+        __m512i wq[R];
+        FERRUM_UNROLL
+        for (int r = 0; r < R; ++r) {
+          const BlockQ6_K& blk = wr[r][sb];
+          const __m512i l = load512(blk.ql + 64 * h);
+          const __m512i qh = broadcast256(blk.qh + 32 * h);
+          if (s % 2 == 0) {
+            wq[r] = _mm512_ternarylogic_epi32(_mm512_and_si512(l, low4), _mm512_sllv_epi16(qh, shl42), bits45,
+                                              0xF8);
+          } else {
+            wq[r] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
+                                              _mm512_srlv_epi16(qh, shr02), bits45, 0xF8);
+          }
+        }
+        FERRUM_UNROLL
+        for (int t = 0; t < T; ++t) {
+          const __m512i av = load512(act.qs[t] + 256 * sb + 64 * s);
+          FERRUM_UNROLL
+          for (int r = 0; r < R; ++r)
+            acci[r][t][s % kChains] = _mm512_dpwssd_epi32(
+                acci[r][t][s % kChains], _mm512_maddubs_epi16(wq[r], av), load512(scv[r][s]));
+        }
+      }
+      FERRUM_UNROLL
+      for (int t = 0; t < T; ++t) {
+        const __m512 da = _mm512_set1_ps(act.d[t][sb]);
+        const __m512i bs = _mm512_zextsi256_si512(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums[t] + 16 * sb)));
+        FERRUM_UNROLL
+        for (int r = 0; r < R; ++r) {
+          const __m512i dot = _mm512_dpwssd_epi32(sum_chains(acci[r][t]), bs, load512(scn[r]));
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dr[r], da), acc[r][t]);
+        }
+      }
+    }
+    FERRUM_UNROLL
+    for (int t = 0; t < T; ++t) {
+      FERRUM_UNROLL
+      for (int r = 0; r < R; ++r) a.y[t * a.ldy + r] = avx512::hsum(acc[r][t]);
+    }
+  }
+};
+
+template <int R, int T>
+using Q4_KTile = K45Tile<false, R, T>;
+template <int R, int T>
+using Q5_KTile = K45Tile<true, R, T>;
+
+constexpr MatmulKernel make(const char* name, DType wt,
+                            void (*gemm)(const uint8_t*, size_t, const void*, size_t, int64_t, int64_t,
+                                         float*, int64_t, int64_t)) {
+  MatmulKernel k;
+  k.name = name;
+  k.weight_type = wt;
+  k.act_type = DType::Q8_K;
+  k.quantize_act = quantize_act_q8_k_avx512;
+  k.gemm = gemm;
+  return k;
+}
+
+// Decode reads one row at a time: a single linear stream keeps DRAM busier than several interleaved
+// rows (measured ~15 vs ~12 GB/s on one core). Prefill: 2 x 6 tiles, 12 int + 12 float accumulators.
+constexpr MatmulKernel kQ4_K = make("q4_K x q8_K avx512vnni", DType::Q4_K, run_tiles<Q4_KTile, 1, 2, 6>);
+constexpr MatmulKernel kQ5_K = make("q5_K x q8_K avx512vnni", DType::Q5_K, run_tiles<Q5_KTile, 1, 2, 6>);
+constexpr MatmulKernel kQ6_K = make("q6_K x q8_K avx512vnni", DType::Q6_K, run_tiles<Q6_KTile, 1, 2, 6>);
+
+}  // namespace
+
+const MatmulKernel* avx512_k_kernel(DType weight_type) {
+  switch (weight_type) {
+    case DType::Q4_K:
+      return &kQ4_K;
+    case DType::Q5_K:
+      return &kQ5_K;
+    case DType::Q6_K:
+      return &kQ6_K;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace ferrum::quant
