@@ -13,6 +13,10 @@ class GgufFile;
 
 enum class RopeStyle { Neox, Adjacent };  // rotate-half (HF/Qwen) vs adjacent pairs (GGUF llama)
 
+// How an encoder's token states become one embedding: none (every token's state), the mean over the
+// sequence, or the first ([CLS]) token's state.
+enum class Pooling { None, Mean, Cls };
+
 struct RopeScaling {
   std::string type = "default";  // default | linear | llama3
   double factor = 1.0;
@@ -39,6 +43,12 @@ struct ModelConfig {
   bool tie_embeddings = false;
   bool attn_bias = false;      // q/k/v biases (Qwen2)
   bool qk_norm = false;        // per-head RMSNorm of q and k (Qwen3)
+  // Gemma 3: sliding-window layers with their own RoPE base, attention scale, logit soft-capping.
+  std::vector<bool> sliding_layers;  // per layer: sees only the last `sliding_window` keys
+  int64_t sliding_window = 0;
+  double rope_theta_local = 0;       // RoPE base of sliding layers (0: rope_theta)
+  double attn_scale = 0;             // 0: 1/sqrt(head_dim)
+  double final_logit_softcap = 0;    // 0: none
   // Mixture of experts (Qwen3-MoE).
   int64_t n_experts = 0;
   int64_t n_experts_used = 0;
@@ -48,7 +58,10 @@ struct ModelConfig {
   std::vector<int64_t> mlp_only_layers;
   // Encoders (BERT).
   int64_t type_vocab_size = 0;
-  std::string pooling = "mean";
+  // From a sentence-transformers folder (modules.json, 1_Pooling/config.json, a Normalize module),
+  // else GGUF `<arch>.pooling_type`; GGUF has no key for the L2 normalization.
+  Pooling pooling = Pooling::Mean;
+  bool normalize = false;
   // Token ids from the config (tokenizer metadata may add more).
   std::vector<int64_t> eos_ids;
   int64_t bos_id = -1;

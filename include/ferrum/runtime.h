@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -29,7 +30,9 @@ struct LogitsView {
 class Runtime {
  public:
   // `model_path`: a .gguf file or a Hugging Face folder.
-  static Result<std::unique_ptr<Runtime>> load(const std::string& model_path, const RuntimeConfig& cfg);
+  // `progress(done, total)` (optional) follows the weights being read into memory.
+  static Result<std::unique_ptr<Runtime>> load(const std::string& model_path, const RuntimeConfig& cfg,
+                                               const std::function<void(size_t, size_t)>& progress = nullptr);
   ~Runtime();
 
   const ModelConfig& config() const;

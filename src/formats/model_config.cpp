@@ -1,5 +1,6 @@
 #include "ferrum/model_config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -129,12 +130,37 @@ Result<ModelConfig> config_from_hf_json(const std::string& text, const std::stri
   if (c.arch == "qwen2") c.attn_bias = true;
   c.qk_norm = (c.arch == "qwen3" || c.arch == "qwen3moe" || c.arch == "gemma3");
 
-  // transformers 5.x moved rope settings into rope_parameters; 4.x has rope_theta + rope_scaling.
+  // transformers 5.x moved rope settings into rope_parameters (per layer type for Gemma 3:
+  // {"full_attention": {...}, "sliding_attention": {...}}); 4.x has rope_theta + rope_scaling.
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
     const json& rp = j["rope_parameters"];
-    FERRUM_TRY(f.get_double(rp, "rope_theta", &c.rope_theta));
-    FERRUM_TRY(parse_rope_scaling(rp, where, &c.rope_scaling));
+    if (rp.contains("full_attention") && rp["full_attention"].is_object()) {
+      FERRUM_TRY(f.get_double(rp["full_attention"], "rope_theta", &c.rope_theta));
+      FERRUM_TRY(parse_rope_scaling(rp["full_attention"], where, &c.rope_scaling));
+      if (rp.contains("sliding_attention") && rp["sliding_attention"].is_object())
+        FERRUM_TRY(f.get_double(rp["sliding_attention"], "rope_theta", &c.rope_theta_local));
+    } else {
+      FERRUM_TRY(f.get_double(rp, "rope_theta", &c.rope_theta));
+      FERRUM_TRY(parse_rope_scaling(rp, where, &c.rope_scaling));
+    }
   }
+  FERRUM_TRY(f.get_double(j, "rope_local_base_freq", &c.rope_theta_local));
+  if (j.contains("layer_types") && j["layer_types"].is_array()) {
+    for (const json& t : j["layer_types"]) c.sliding_layers.push_back(t == "sliding_attention");
+    if (static_cast<int64_t>(c.sliding_layers.size()) != c.n_layers)
+      return Error(where + ": field 'layer_types' has " + std::to_string(c.sliding_layers.size()) + " entries for " +
+                   std::to_string(c.n_layers) + " layers");
+  }
+  if (j.contains("sliding_window") && j["sliding_window"].is_number_integer())
+    c.sliding_window = j["sliding_window"].get<int64_t>();
+  // Qwen2/3 configs carry layer_types and a sliding window that is off unless use_sliding_window.
+  if (c.arch != "gemma3" && !(j.contains("use_sliding_window") && j["use_sliding_window"] == true)) {
+    c.sliding_layers.clear();
+    c.sliding_window = 0;
+  }
+  if (j.contains("query_pre_attn_scalar") && j["query_pre_attn_scalar"].is_number())
+    c.attn_scale = 1.0 / std::sqrt(j["query_pre_attn_scalar"].get<double>());
+  FERRUM_TRY(f.get_double(j, "final_logit_softcapping", &c.final_logit_softcap));
   FERRUM_TRY(f.get_double(j, "rope_theta", &c.rope_theta));
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     FERRUM_TRY(parse_rope_scaling(j["rope_scaling"], where, &c.rope_scaling));
@@ -168,13 +194,70 @@ Result<ModelConfig> config_from_hf_json(const std::string& text, const std::stri
   return c;
 }
 
+namespace {
+
+Result<json> read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Error(path + ": cannot open");
+  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Error(path + ": not valid JSON");
+  return j;
+}
+
+// A sentence-transformers folder lists its pipeline in modules.json: the Transformer (this
+// folder), then Pooling (its config in <path>/config.json) and optionally Normalize. Modules that
+// would change the vectors in ways ferrum does not reproduce (Dense, other pooling modes) are errors.
+Status read_sentence_transformers(const std::filesystem::path& dir, ModelConfig* c) {
+  const std::string where = (dir / "modules.json").string();
+  FERRUM_ASSIGN_OR_RETURN(json mods, read_json_file(where));
+  if (!mods.is_array()) return Error(where + ": top level is not an array");
+  for (const json& m : mods) {
+    if (!m.is_object() || !m.contains("type") || !m["type"].is_string())
+      return Error(where + ": a module without a string field 'type'");
+    const std::string type = m["type"].get<std::string>();
+    const std::string kind = type.substr(type.rfind('.') + 1);
+    if (kind == "Transformer") continue;
+    if (kind == "Normalize") {
+      c->normalize = true;
+      continue;
+    }
+    if (kind != "Pooling") return Error(where + ": module type '" + type + "' is not supported");
+    const std::string sub = m.contains("path") && m["path"].is_string() ? m["path"].get<std::string>() : "";
+    const std::string pwhere = (dir / sub / "config.json").string();
+    FERRUM_ASSIGN_OR_RETURN(json pc, read_json_file(pwhere));
+    if (!pc.is_object()) return Error(pwhere + ": top level is not an object");
+    // sentence-transformers >= 6 writes "pooling_mode": "mean" (or a list); older versions one
+    // boolean per mode (pooling_mode_mean_tokens, pooling_mode_cls_token, ...).
+    std::vector<std::string> modes;
+    if (pc.contains("pooling_mode")) {
+      const json& pm = pc["pooling_mode"];
+      for (const json& v : pm.is_array() ? pm : json::array({pm}))
+        modes.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+    } else {
+      for (auto& [key, v] : pc.items())
+        if (key == "pooling_mode_mean_tokens" && v == true) modes.push_back("mean");
+        else if (key == "pooling_mode_cls_token" && v == true) modes.push_back("cls");
+        else if (key.rfind("pooling_mode_", 0) == 0 && v == true) modes.push_back(key);
+    }
+    if (modes.size() != 1 || (modes[0] != "mean" && modes[0] != "cls"))
+      return Error(pwhere + ": pooling must be exactly one mode, mean or cls");
+    c->pooling = modes[0] == "cls" ? Pooling::Cls : Pooling::Mean;
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<ModelConfig> config_from_hf(const std::string& dir) {
   std::string path = (std::filesystem::path(dir) / "config.json").string();
   std::ifstream in(path);
   if (!in) return Error(path + ": cannot open");
   std::stringstream ss;
   ss << in.rdbuf();
-  return config_from_hf_json(ss.str(), path);
+  FERRUM_ASSIGN_OR_RETURN(ModelConfig c, config_from_hf_json(ss.str(), path));
+  if (std::filesystem::exists(std::filesystem::path(dir) / "modules.json"))
+    FERRUM_TRY(read_sentence_transformers(dir, &c));
+  return c;
 }
 
 Result<ModelConfig> config_from_gguf(const GgufFile& g) {
@@ -230,14 +313,30 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
     return Error(where + ": rope scaling type '" + *scaling + "' is not supported (metadata '" + p +
                  "rope.scaling.type')");
   }
+  if (c.arch == "gemma3") {
+    // llama.cpp: every 6th layer is global, the others see a window; local RoPE base 10000.
+    FERRUM_TRY(opt_int(p + "attention.sliding_window", &c.sliding_window));
+    for (int64_t il = 0; il < c.n_layers; ++il) c.sliding_layers.push_back(il % 6 < 5);
+    c.rope_theta_local = 10000.0;
+    FERRUM_TRY(opt_float(p + "final_logit_softcapping", &c.final_logit_softcap));
+  }
   FERRUM_TRY(opt_int(p + "expert_count", &c.n_experts));
   FERRUM_TRY(opt_int(p + "expert_used_count", &c.n_experts_used));
   FERRUM_TRY(opt_int(p + "expert_feed_forward_length", &c.moe_intermediate));
-  int64_t pooling = -1;
-  FERRUM_TRY(opt_int(p + "pooling_type", &pooling));
-  if (pooling == 0) c.pooling = "none";
-  else if (pooling == 1) c.pooling = "mean";
-  else if (pooling == 2) c.pooling = "cls";
+  FERRUM_ASSIGN_OR_RETURN(auto norm_topk, g.get_bool(p + "expert_weights_norm"));
+  if (norm_topk) c.norm_topk_prob = *norm_topk;
+  if (c.arch == "bert") {
+    // llama.cpp's llama_pooling_type: 0 none, 1 mean, 2 cls (3 last and 4 rank are for decoders).
+    int64_t pooling = 1;
+    FERRUM_TRY(opt_int(p + "pooling_type", &pooling));
+    if (pooling < 0 || pooling > 2)
+      return Error(where + ": pooling type " + std::to_string(pooling) + " is not supported (metadata '" + p +
+                   "pooling_type': 0 none, 1 mean, 2 cls)");
+    c.pooling = pooling == 0 ? Pooling::None : pooling == 2 ? Pooling::Cls : Pooling::Mean;
+    FERRUM_TRY(opt_int("tokenizer.ggml.token_type_count", &c.type_vocab_size));
+    if (const GgufTensorInfo* tt = g.find_tensor("token_types.weight"); tt && tt->dims.size() == 2)
+      c.type_vocab_size = tt->dims[1];
+  }
 
   // Vocabulary: explicit key, else the tokenizer's token list, else the embedding table.
   FERRUM_TRY(opt_int(p + "vocab_size", &c.vocab_size));

@@ -56,6 +56,12 @@ std::string NameMap::translate(const std::string& name, bool to_hf) const {
   return "";
 }
 
+bool NameMap::unused(const std::string& hf_name) const {
+  for (const std::string& p : unused_hf_)
+    if (hf_name.rfind(p, 0) == 0) return true;
+  return false;
+}
+
 Result<std::unique_ptr<WeightStore>> WeightStore::open(const std::string& path) {
   std::unique_ptr<WeightStore> w(new WeightStore());
   w->path_ = path;
@@ -130,10 +136,15 @@ Result<Tensor> WeightStore::vector(const std::string& name, int64_t n) {
 }
 
 Result<Tensor> WeightStore::own_vector(const std::vector<float>& host) {
-  FERRUM_ASSIGN_OR_RETURN(void* mem, backend_->alloc(host.size() * sizeof(float)));
-  owned_.push_back(mem);
-  backend_->copy_to_device(mem, host.data(), host.size() * sizeof(float));
+  FERRUM_ASSIGN_OR_RETURN(void* mem, own_bytes(host.data(), host.size() * sizeof(float)));
   return Tensor::f32(static_cast<float*>(mem), 1, static_cast<int64_t>(host.size()));
+}
+
+Result<void*> WeightStore::own_bytes(const void* host, size_t bytes) {
+  FERRUM_ASSIGN_OR_RETURN(void* mem, backend_->alloc(bytes));
+  owned_.push_back(mem);
+  backend_->copy_to_device(mem, host, bytes);
+  return mem;
 }
 
 std::vector<WeightStore::TensorSummary> WeightStore::summary() const {
@@ -153,5 +164,27 @@ namespace ferrum {
 const std::map<std::string, SafetensorsTensor>& WeightStore::hf_tensors() const {
   static const std::map<std::string, SafetensorsTensor> kNone;
   return st_ ? st_->tensors() : kNone;
+}
+}  // namespace ferrum
+
+namespace ferrum {
+void WeightStore::prefetch(const std::function<void(size_t, size_t)>& progress) const {
+  std::vector<std::pair<const uint8_t*, size_t>> ranges;
+  if (gguf_) {
+    for (const GgufTensorInfo& t : gguf_->tensors()) ranges.push_back({t.data, t.nbytes});
+  } else {
+    for (const auto& [name, t] : st_->tensors()) ranges.push_back({t.data, t.nbytes});
+  }
+  size_t total = 0, done = 0, last = 0;
+  for (auto& r : ranges) total += r.second;
+  volatile uint8_t sink = 0;
+  for (auto& [p, n] : ranges) {
+    for (size_t off = 0; off < n; off += 4096) sink = sink + p[off];
+    done += n;
+    if (done - last >= total / 100 || done == total) {
+      progress(done, total);
+      last = done;
+    }
+  }
 }
 }  // namespace ferrum

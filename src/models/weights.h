@@ -4,6 +4,7 @@
 // upload per tensor (GPU); small 1-D tensors (norms, biases) are converted to float32 once.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -26,14 +27,19 @@ struct NamePair {
 class NameMap {
  public:
   NameMap() = default;
-  explicit NameMap(std::vector<NamePair> pairs) : pairs_(std::move(pairs)) {}
+  // `unused_hf`: prefixes of Hugging Face tensors the architecture never reads (e.g. BERT's pooler),
+  // which conversion drops instead of rejecting.
+  explicit NameMap(std::vector<NamePair> pairs, std::vector<std::string> unused_hf = {})
+      : pairs_(std::move(pairs)), unused_hf_(std::move(unused_hf)) {}
   // "" when the name matches no pattern.
   std::string to_hf(const std::string& gguf_name) const { return translate(gguf_name, true); }
   std::string to_gguf(const std::string& hf_name) const { return translate(hf_name, false); }
+  bool unused(const std::string& hf_name) const;
 
  private:
   std::string translate(const std::string& name, bool to_hf) const;
   std::vector<NamePair> pairs_;
+  std::vector<std::string> unused_hf_;
 };
 
 class WeightStore {
@@ -60,6 +66,11 @@ class WeightStore {
   Result<Tensor> vector(const std::string& name, int64_t n);
   // Uploads a float32 vector computed at load (e.g. RoPE frequencies); the store owns it.
   Result<Tensor> own_vector(const std::vector<float>& host);
+  // Copies bytes computed at load (e.g. a table of expert pointers) to backend memory the store owns.
+  Result<void*> own_bytes(const void* host, size_t bytes);
+  // Reads every page of the mapped weights now (so the first steps do not stall on disk),
+  // reporting bytes done / total as it goes.
+  void prefetch(const std::function<void(size_t, size_t)>& progress) const;
   // Total bytes of all tensors and a per-type breakdown, for `ferrum info`.
   struct TensorSummary {
     std::string name;

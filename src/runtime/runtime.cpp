@@ -47,7 +47,8 @@ struct Runtime::Impl {
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() = default;
 
-Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const RuntimeConfig& cfg) {
+Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const RuntimeConfig& cfg,
+                                               const std::function<void(size_t, size_t)>& progress) {
   auto im = std::make_unique<Impl>();
   im->cfg = cfg;
   im->profiler.set_enabled(cfg.profile);
@@ -56,6 +57,7 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   const ModelConfig& mc = im->weights->config();
   FERRUM_ASSIGN_OR_RETURN(const Architecture* arch, find_architecture(mc.arch));
   FERRUM_ASSIGN_OR_RETURN(im->model, arch->build(*im->weights, *im->backend, im->profiler));
+  if (progress) im->weights->prefetch(progress);
 
   const int64_t capacity = cfg.kv_capacity > 0 ? cfg.kv_capacity : std::min<int64_t>(mc.max_position, 4096);
   const int64_t blocks_per_seq = (capacity + KvCache::kBlockSize - 1) / KvCache::kBlockSize;
@@ -65,7 +67,8 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   I.max_tokens = cfg.max_batch_tokens;
   I.width = I.model->output_width();
   // An encoder returns every token's hidden state (rows are narrow); a decoder the last tokens' logits.
-  I.max_out = I.model->causal() ? std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 64)) : I.max_tokens;
+  I.max_out =
+      I.model->causal() ? std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 64)) : I.max_tokens;
   I.max_step_seqs = std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 1));
   I.scratch_floats = I.model->scratch_floats(I.max_tokens, I.max_out);
   FERRUM_ASSIGN_OR_RETURN(I.scratch_mem, I.backend->alloc(I.scratch_floats * sizeof(float)));
@@ -129,8 +132,8 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
   for (const Work& w : work) {
     // Learned position embeddings (encoders) have exactly max_position rows.
     if (!I.model->causal() && w.pos + static_cast<int64_t>(w.tokens.size()) > mc.max_position)
-      return Error(fmt::format("sequence {}: {} tokens exceed the model's max_position_embeddings ({})", w.seq,
-                               w.pos + static_cast<int64_t>(w.tokens.size()), mc.max_position));
+      return Error(fmt::format("sequence {}: {} tokens exceed the model's max_position_embeddings ({})",
+                               w.seq, w.pos + static_cast<int64_t>(w.tokens.size()), mc.max_position));
     if (w.pos + static_cast<int64_t>(w.tokens.size()) > I.kv->seq_capacity())
       return Error(fmt::format("sequence {}: writing tokens [{}, {}) past the KV capacity of {} tokens", w.seq, w.pos,
                                w.pos + static_cast<int64_t>(w.tokens.size()), I.kv->seq_capacity()));
@@ -187,7 +190,8 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
   Tensor logits = Tensor::f32(static_cast<float*>(I.logits_mem), n_out, I.width);
   FERRUM_TRY(I.model->forward(s, *I.kv, arena, logits));
   if (arena.overflowed()) return Error("internal: model scratch estimate too small for " + mc.arch);
-  I.backend->copy_to_host(I.h_logits.data(), I.logits_mem, static_cast<size_t>(n_out * I.width) * sizeof(float));
+  I.backend->copy_to_host(I.h_logits.data(), I.logits_mem,
+                          static_cast<size_t>(n_out * I.width) * sizeof(float));
   FERRUM_TRY(I.backend->check().with_context("step"));
   for (const Work& w : work) I.kv->set_length(w.seq, w.pos + static_cast<int64_t>(w.tokens.size()));
   I.profiler.count_step();
@@ -286,12 +290,13 @@ Result<std::vector<std::vector<float>>> Runtime::embed_batch(std::span<const std
       return Error(fmt::format("input {}: {} tokens exceed the KV capacity of {} tokens per sequence", i, n,
                                I.kv->seq_capacity()));
     if (n > I.max_tokens)
-      return Error(fmt::format("input {}: {} tokens exceed max_batch_tokens ({}); an encoder runs each input in one "
-                               "step",
+      return Error(fmt::format("input {}: {} tokens exceed max_batch_tokens ({}); an encoder runs each input "
+                               "in one step",
                                i, n, I.max_tokens));
     for (int32_t t : inputs[i])
       if (t < 0 || t >= mc.vocab_size)
-        return Error(fmt::format("input {}: token id {} is outside the vocabulary [0, {})", i, t, mc.vocab_size));
+        return Error(
+            fmt::format("input {}: token id {} is outside the vocabulary [0, {})", i, t, mc.vocab_size));
   }
   std::vector<std::vector<float>> out;
   out.reserve(inputs.size());

@@ -1,12 +1,14 @@
 #include "cli_util.h"
 
+#include <unistd.h>
+
 #include <charconv>
 #include <cstdio>
 
 namespace ferrum::cli {
 
 void RuntimeFlags::add_to(CLI::App* cmd) {
-  cmd->add_option("--backend", backend, "Compute backend: cpu | reference (default: cpu, env FERRUM_BACKEND)");
+  cmd->add_option("--backend", backend, "Compute backend: auto | cpu | cuda[:N] | reference (default: cpu, env FERRUM_BACKEND)");
   cmd->add_option("-t,--threads", threads, "CPU threads (default: all cores, env FERRUM_THREADS)");
   cmd->add_option("--kv-capacity,--ctx-size", kv_capacity,
                   "KV tokens per sequence (default: min(model context, 4096), env FERRUM_KV_CAPACITY)");
@@ -59,7 +61,13 @@ int fail(const Status& st) {
 
 Result<std::unique_ptr<Runtime>> load_runtime(const std::string& model, const RuntimeFlags& flags) {
   FERRUM_ASSIGN_OR_RETURN(RuntimeConfig cfg, flags.resolve());
-  return Runtime::load(model, cfg);
+  if (!isatty(fileno(stderr))) return Runtime::load(model, cfg);
+  return Runtime::load(model, cfg, [](size_t done, size_t total) {
+    const int width = 40, filled = total ? static_cast<int>(width * done / total) : width;
+    std::fprintf(stderr, "\rloading [%.*s%*s] %5.1f / %.1f MiB", filled, "########################################",
+                 width - filled, "", double(done) / (1 << 20), double(total) / (1 << 20));
+    if (done == total) std::fprintf(stderr, "\r%*s\r", 80, "");
+  });
 }
 
 int32_t argmax(const float* logits, int64_t n) {

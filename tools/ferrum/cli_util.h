@@ -28,6 +28,7 @@ Result<std::vector<int32_t>> parse_ids(const std::string& text);
 std::string join_ids(const std::vector<int32_t>& ids);
 // Prints "error: <message>" on stderr and returns the exit code 1.
 int fail(const Status& st);
+// Loads a model; on a terminal, a progress bar follows the weights being read.
 Result<std::unique_ptr<Runtime>> load_runtime(const std::string& model, const RuntimeFlags& flags);
 // Index of the largest logit (lowest index on ties).
 int32_t argmax(const float* logits, int64_t n);
