@@ -1,8 +1,14 @@
 #include "backend/backend.h"
 
+#include <charconv>
+
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/vec_ops.h"
 #include "backend/reference/reference_backend.h"
+
+#ifdef FERRUM_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace ferrum {
 
@@ -19,9 +25,26 @@ const VecOps& best_vec_ops() {
 }  // namespace cpu
 
 Result<std::unique_ptr<Backend>> create_backend(const std::string& name, int threads) {
-  if (name == "cpu" || name == "auto") return std::unique_ptr<Backend>(new CpuBackend(threads));
+  if (name == "cpu") return std::unique_ptr<Backend>(new CpuBackend(threads));
   if (name == "reference") return std::unique_ptr<Backend>(new ReferenceBackend());
-  return Error("unknown backend '" + name + "' (cpu, reference)");
+  const bool cuda = name == "cuda" || name.rfind("cuda:", 0) == 0;
+#ifdef FERRUM_HAVE_CUDA
+  if (name == "auto") return cuda_device_count() > 0 ? create_cuda_backend(0) : create_backend("cpu", threads);
+  if (cuda) {
+    int device = 0;
+    if (name != "cuda") {
+      const std::string n = name.substr(5);
+      const auto [p, ec] = std::from_chars(n.data(), n.data() + n.size(), device);
+      if (n.empty() || ec != std::errc() || p != n.data() + n.size() || device < 0)
+        return Error("backend '" + name + "': expected cuda:N with N a device number");
+    }
+    return create_cuda_backend(device);
+  }
+#else
+  if (name == "auto") return create_backend("cpu", threads);
+  if (cuda) return Error("backend '" + name + "': this ferrum was built without CUDA (configure with -DFERRUM_CUDA=ON)");
+#endif
+  return Error("unknown backend '" + name + "' (auto, cpu, cuda, reference)");
 }
 
 }  // namespace ferrum

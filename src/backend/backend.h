@@ -43,6 +43,32 @@ struct AttentionParams {
   int64_t window = 0;        // >0: only the last `window` keys (sliding-window layers)
 };
 
+// Same-shaped expert matrices [rows, cols] of one stored type (a mixture-of-experts projection).
+// Matrix e starts at mats[e], a device array of device pointers, so a GGUF 3-D stack and the
+// per-expert tensors of a Hugging Face folder are both used where they lie.
+struct ExpertMatrices {
+  DType type = DType::F32;
+  int64_t n_experts = 0, rows = 0, cols = 0;
+  size_t row_bytes = 0;
+  const void* const* mats = nullptr;
+  // Expert e as a 2-D view (host backends, where `mats` is host memory).
+  Tensor matrix(int64_t e) const { return Tensor::matrix_view(type, const_cast<void*>(mats[e]), rows, cols); }
+};
+
+// Routing of n_tokens tokens to k experts each (device buffers, written by moe_route). Pair
+// p = t * k + j is token t's j-th choice, by descending weight. The pairs are also listed grouped
+// by expert: order[offsets[e] .. offsets[e + 1]) are expert e's pairs in increasing p, and
+// rank[p] is the position of p in that list. Per-pair intermediate tensors of an MoE block have
+// one row per pair in this grouped order, so each expert's rows are contiguous.
+struct MoeRouting {
+  int64_t n_tokens = 0, n_experts = 0, k = 0;
+  int32_t* ids = nullptr;      // [n_tokens * k] expert of each pair
+  float* weights = nullptr;    // [n_tokens * k] its mixing weight
+  int32_t* offsets = nullptr;  // [n_experts + 1]
+  int32_t* order = nullptr;    // [n_tokens * k]
+  int32_t* rank = nullptr;     // [n_tokens * k]
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -58,6 +84,10 @@ class Backend {
   // Makes a weight usable by ops: the CPU uses the mapping in place; a GPU uploads it.
   virtual Result<Tensor> upload_weight(const Tensor& host_view) = 0;
   virtual void sync() = 0;
+  // Waits for queued ops and returns the first failure since the last check (a device fault, an
+  // out-of-memory scratch, a shape the backend cannot run), then clears it. Ops have no error
+  // return because a device reports their failures only later; host backends never fail.
+  virtual Status check() { return {}; }
 
   // out[i] = table[ids[i]] as float32; only the looked-up rows are dequantized.
   virtual void embed(const Tensor& table, const int32_t* ids, Tensor out) = 0;
@@ -89,11 +119,29 @@ class Backend {
   virtual void gelu_erf(Tensor x) = 0;
   // x *= s.
   virtual void scale(Tensor x, float s) = 0;
+  // x = cap * tanh(x / cap) (logit soft-capping).
+  virtual void softcap(Tensor x, float cap) = 0;
   // out[i] = x[rows[i]] (gathers the rows that need logits).
   virtual void gather_rows(const Tensor& x, const int32_t* rows, Tensor out) = 0;
+
+  // Mixture of experts. Results per (token, expert) pair never depend on which other tokens share
+  // the step, so batched decoding is bit-identical to decoding alone.
+  // Softmax over each row of router logits [n_tokens, n_experts]; the k most probable experts (ranked
+  // by logit, ties to the lower id) with their probabilities, rescaled to sum to 1 when `normalize`.
+  // Fills the arrays of r; the caller sets its sizes and k.
+  virtual void moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) = 0;
+  // The gate and up projections of SwiGLU experts: out[i] = silu(G_e x_t) * (U_e x_t) for every
+  // grouped pair i, with e = ids[order[i]] and t = order[i] / k (x has one row per token).
+  virtual void expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate, const ExpertMatrices& up,
+                                   const MoeRouting& r, Tensor out) = 0;
+  // out[i] = W_e x[i] for every grouped pair i, e = ids[order[i]] (x has one row per grouped pair).
+  virtual void expert_matmul(const Tensor& x, const ExpertMatrices& w, const MoeRouting& r, Tensor out) = 0;
+  // out[t] = sum over j = 0..k-1, in that order, of weights[p] * y[rank[p]] with p = t * k + j.
+  virtual void moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) = 0;
 };
 
-// Creates a backend by name ("cpu", "reference"); threads <= 0 means all cores.
+// Creates a backend by name: "cpu" (threads <= 0 means all cores), "reference", "cuda" or "cuda:N"
+// (device N; threads is unused), "auto" (cuda when built with it and a device exists, else cpu).
 Result<std::unique_ptr<Backend>> create_backend(const std::string& name, int threads);
 
 }  // namespace ferrum

@@ -1,6 +1,8 @@
 #include "models/gguf_export.h"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <fmt/format.h>
 
 #include "formats/gguf_writer.h"
@@ -70,7 +72,9 @@ struct Source {
   std::string name;          // internal (GGUF) name
   DType type;
   std::vector<int64_t> dims;  // GGML order
-  const uint8_t* data;
+  // The data: one part, or one per expert for a stack gathered from a Hugging Face folder's
+  // per-expert tensors.
+  std::vector<const uint8_t*> parts;
   int64_t permute_heads = 0;  // >0: reorder rows for adjacent-pair RoPE (llama Q/K from HF)
 };
 
@@ -83,6 +87,19 @@ void permute_rows(const float* src, float* dst, int64_t rows, int64_t cols, int6
       for (int64_t i = 0; i < half; ++i)
         std::memcpy(dst + (h * hd + 2 * i + j) * cols, src + (h * hd + j * half + i) * cols,
                     static_cast<size_t>(cols) * sizeof(float));
+}
+
+// "blk.N.ffn_gate_exps.E.weight" (expert E of an HF folder) -> GGUF's stack "blk.N.ffn_gate_exps.weight".
+bool split_expert_name(const std::string& name, std::string* stack, int64_t* expert) {
+  const size_t p = name.find("_exps.");
+  if (p == std::string::npos) return false;
+  const size_t d0 = p + 6, d1 = name.find('.', d0);
+  if (d1 == std::string::npos || d1 == d0) return false;
+  for (size_t i = d0; i < d1; ++i)
+    if (name[i] < '0' || name[i] > '9') return false;
+  *expert = std::stoll(name.substr(d0, d1 - d0));
+  *stack = name.substr(0, p + 5) + name.substr(d1);
+  return true;
 }
 
 void set_arch_metadata(GgufWriter& w, const ModelConfig& c) {
@@ -106,10 +123,17 @@ void set_arch_metadata(GgufWriter& w, const ModelConfig& c) {
     w.set_u32(a + ".expert_count", static_cast<uint32_t>(c.n_experts));
     w.set_u32(a + ".expert_used_count", static_cast<uint32_t>(c.n_experts_used));
     w.set_u32(a + ".expert_feed_forward_length", static_cast<uint32_t>(c.moe_intermediate));
+    w.set_bool(a + ".expert_weights_norm", c.norm_topk_prob);
   }
   if (c.rope_scaling.type == "linear") {
     w.set_string(a + ".rope.scaling.type", "linear");
     w.set_f32(a + ".rope.scaling.factor", static_cast<float>(c.rope_scaling.factor));
+  }
+  if (a == "bert") {
+    // What llama.cpp's BERT converter writes: bidirectional attention, the pooling, token types.
+    w.set_bool(a + ".attention.causal", false);
+    w.set_u32(a + ".pooling_type", c.pooling == Pooling::None ? 0u : c.pooling == Pooling::Mean ? 1u : 2u);
+    w.set_u32("tokenizer.ggml.token_type_count", static_cast<uint32_t>(c.type_vocab_size));
   }
   if (c.bos_id >= 0) w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(c.bos_id));
   if (!c.eos_ids.empty()) w.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(c.eos_ids[0]));
@@ -154,16 +178,40 @@ Status quantize_model(const std::string& in, const std::string& out, const std::
       if (t.type != DType::F32 && t.type != DType::F16 && t.type != DType::BF16)
         return Error(fmt::format("{}: tensor '{}' is already {}; quantize from an F32/F16/BF16 file", in, t.name,
                                  dtype_name(t.type)));
-      sources.push_back({t.name, t.type, t.dims, t.data, 0});
+      sources.push_back({t.name, t.type, t.dims, {t.data}, 0});
     }
   } else {
     FERRUM_ASSIGN_OR_RETURN(const Architecture* arch, find_architecture(c.arch));
     const NameMap& names = arch->hf_names();
     set_arch_metadata(w, c);
+    std::map<std::string, size_t> stacks;  // GGUF expert stack -> its index in sources
     for (auto& [hf, t] : store->hf_tensors()) {
       std::string g = names.to_gguf(hf);
+      if (g.empty() && names.unused(hf)) continue;
       if (g.empty()) return Error(in + ": tensor '" + hf + "' has no GGUF name for architecture " + c.arch);
-      Source s{g, t.type, std::vector<int64_t>(t.shape.rbegin(), t.shape.rend()), t.data, 0};
+      std::vector<int64_t> dims(t.shape.rbegin(), t.shape.rend());
+      std::string stack;
+      int64_t expert = 0;
+      if (split_expert_name(g, &stack, &expert)) {
+        if (expert >= c.n_experts)
+          return Error(fmt::format("{}: tensor '{}' is expert {} but the config has {} experts", in, hf,
+                                   expert, c.n_experts));
+        auto [it, first] = stacks.try_emplace(stack, sources.size());
+        if (first) {
+          std::vector<int64_t> stacked = dims;
+          stacked.push_back(c.n_experts);
+          sources.push_back(
+              {stack, t.type, stacked, std::vector<const uint8_t*>(static_cast<size_t>(c.n_experts)), 0});
+        }
+        Source& s = sources[it->second];
+        if (dims.size() != 2 || s.type != t.type || !std::equal(dims.begin(), dims.end(), s.dims.begin()))
+          return Error(
+              fmt::format("{}: tensor '{}' does not match the type and shape of the other experts of '{}'",
+                          in, hf, stack));
+        s.parts[static_cast<size_t>(expert)] = t.data;
+        continue;
+      }
+      Source s{g, t.type, dims, {t.data}, 0};
       if (c.arch == "llama" && (g.find("attn_q.") != std::string::npos || g.find("attn_k.") != std::string::npos))
         s.permute_heads = g.find("attn_q.") != std::string::npos ? c.n_heads : c.n_kv_heads;
       sources.push_back(std::move(s));
@@ -171,8 +219,11 @@ Status quantize_model(const std::string& in, const std::string& out, const std::
     if (c.arch == "llama" && c.rope_scaling.type == "llama3") {
       *rope_factors = llama3_rope_factors(c);
       sources.push_back({"rope_freqs.weight", DType::F32, {c.rope_dim / 2},
-                         reinterpret_cast<const uint8_t*>(rope_factors->data()), 0});
+                         {reinterpret_cast<const uint8_t*>(rope_factors->data())}, 0});
     }
+    for (auto& [stack, i] : stacks)
+      for (size_t e = 0; e < sources[i].parts.size(); ++e)
+        if (!sources[i].parts[e]) return Error(fmt::format("{}: expert {} of '{}' is missing", in, e, stack));
   }
   w.set_u32("general.file_type", ft.gguf_id);
   if (dtype_is_quantized(ft.base)) w.set_u32("general.quantization_version", 2);
@@ -188,8 +239,10 @@ Status quantize_model(const std::string& in, const std::string& out, const std::
       for (size_t i = 1; i < s.dims.size(); ++i) rows *= s.dims[i];
       std::vector<float> f(static_cast<size_t>(rows * cols));
       const size_t in_row = row_bytes(s.type, cols);
+      const int64_t part_rows = rows / static_cast<int64_t>(s.parts.size());
       for (int64_t r = 0; r < rows; ++r)
-        quant::dequantize_row(s.type, s.data + r * in_row, f.data() + r * cols, cols);
+        quant::dequantize_row(s.type, s.parts[static_cast<size_t>(r / part_rows)] + (r % part_rows) * in_row,
+                              f.data() + r * cols, cols);
       if (s.permute_heads > 0) {
         std::vector<float> p(f.size());
         permute_rows(f.data(), p.data(), rows, cols, s.permute_heads);

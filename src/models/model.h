@@ -54,7 +54,9 @@ class Model {
   virtual int64_t kv_dim() const = 0;
   // Floats of scratch needed for a step of up to max_tokens tokens and max_out logit rows.
   virtual size_t scratch_floats(int64_t max_tokens, int64_t max_out) const = 0;
-  // Writes logits [step.n_out, vocab] into `logits`.
+  // Width of one output row: vocabulary logits for decoders, the final hidden state for encoders.
+  virtual int64_t output_width() const { return cfg_.vocab_size; }
+  // Writes output rows [step.n_out, output_width()] into `logits`.
   virtual Status forward(const Step& step, KvCache& kv, ScratchArena& scratch, Tensor logits) = 0;
 
  protected:
@@ -78,5 +80,11 @@ Result<const Architecture*> find_architecture(const std::string& arch);
 // One builder and name map per architecture file.
 Result<std::unique_ptr<Model>> build_llama_family(WeightStore& weights, Backend& backend, Profiler& profiler);
 const NameMap& llama_family_names();
+Result<std::unique_ptr<Model>> build_qwen3_moe(WeightStore& weights, Backend& backend, Profiler& profiler);
+const NameMap& qwen3_moe_names();
+Result<std::unique_ptr<Model>> build_bert(WeightStore& weights, Backend& backend, Profiler& profiler);
+const NameMap& bert_names();
+Result<std::unique_ptr<Model>> build_gemma3(WeightStore& weights, Backend& backend, Profiler& profiler);
+const NameMap& gemma3_names();
 
 }  // namespace ferrum

@@ -10,6 +10,9 @@ Result<const Architecture*> find_architecture(const std::string& arch) {
       {"llama", {build_llama_family, llama_family_names}},
       {"qwen2", {build_llama_family, llama_family_names}},
       {"qwen3", {build_llama_family, llama_family_names}},
+      {"qwen3moe", {build_qwen3_moe, qwen3_moe_names}},
+      {"bert", {build_bert, bert_names}},
+      {"gemma3", {build_gemma3, gemma3_names}},
   };
   auto it = kBuilders.find(arch);
   if (it != kBuilders.end()) return &it->second;

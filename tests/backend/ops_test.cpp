@@ -1,20 +1,23 @@
 // The op contract: every backend computes what the scalar reference backend computes, on awkward
-// shapes (1 token, odd sizes, GQA 1:1 / 2:1 / 6:1, head_dim 48/64/128, paged block tables).
+// shapes (1 token, odd sizes, GQA 1:1 / 2:1 / 6:1, head_dim 48/64/128/256, paged block tables,
+// decode-shaped and prefill-shaped attention steps).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <random>
 
 #include "backend/backend.h"
 #include "core/half.h"
+#include "quant/quantize.h"
+#include "device_util.h"
+#include "mirror.h"
 #include "test_util.h"
 
 namespace ferrum::testing {
 namespace {
 
-// Host buffers are valid device memory for the host backends under test; a GPU backend's test
-// runs through the same helpers with uploads (see the CUDA test target).
 struct Buf {
   std::vector<float> v;
   int64_t rows, cols;
@@ -25,16 +28,34 @@ struct Buf {
   Tensor t() { return Tensor::f32(v.data(), rows, cols); }
 };
 
+// The reference backend runs on the host buffers, the backend under test on mirrored copies.
 class OpContract : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    FERRUM_SKIP_WITHOUT_DEVICE(GetParam());
     auto b = create_backend(GetParam(), 2);
     ASSERT_TRUE(b.ok()) << b.status().message();
     be = std::move(b).value();
     auto r = create_backend("reference", 1);
     ref = std::move(r).value();
+    mirror = std::make_unique<Mirror>(*be);
   }
+  void TearDown() override {
+    if (!be) return;
+    const Status st = be->check();
+    EXPECT_TRUE(st.ok()) << st.message();
+    mirror.reset();
+  }
+  Tensor dev(const Buf& b) { return mirror->f32(b.v, b.rows, b.cols); }
+  template <class T>
+  const T* dev(const std::vector<T>& v) {
+    return mirror->array(v);
+  }
+  Tensor weight(const Tensor& host_view) { return mirror->weight(host_view); }
+  std::vector<float> host(const Tensor& t) { return mirror->host(t); }
+
   std::unique_ptr<Backend> be, ref;
+  std::unique_ptr<Mirror> mirror;
   std::mt19937 rng{1234};
 };
 
@@ -47,41 +68,51 @@ void expect_close(const std::vector<float>& a, const std::vector<float>& b, floa
 TEST_P(OpContract, RmsNormAndFusedAdd) {
   for (int64_t n : {1, 7, 64, 100, 4096 + 3}) {
     for (int64_t rows : {1, 3, 17}) {
-      Buf x(rows, n, rng), y(rows, n, rng), w(1, n, rng), o1(rows, n, rng), o2(rows, n, rng);
-      be->rms_norm(x.t(), w.t(), 1e-6f, o1.t());
+      Buf x(rows, n, rng), y(rows, n, rng), w(1, n, rng), o2(rows, n, rng);
+      Tensor dx = dev(x), dy = dev(y), dw = dev(w), d1 = dev(o2);
+      be->rms_norm(dx, dw, 1e-6f, d1);
       ref->rms_norm(x.t(), w.t(), 1e-6f, o2.t());
-      expect_close(o1.v, o2.v, 1e-5f, "rms_norm n=" + std::to_string(n));
-      Buf x2 = x;
-      be->add_rms_norm(x.t(), y.t(), w.t(), 1e-5f, o1.t());
-      ref->add_rms_norm(x2.t(), y.t(), w.t(), 1e-5f, o2.t());
-      expect_close(x.v, x2.v, 1e-6f, "add_rms_norm residual");
-      expect_close(o1.v, o2.v, 1e-5f, "add_rms_norm n=" + std::to_string(n));
+      expect_close(host(d1), o2.v, 1e-5f, "rms_norm n=" + std::to_string(n));
+      Tensor in_place = dev(x);
+      be->rms_norm(in_place, dw, 1e-6f, in_place);
+      expect_close(host(in_place), o2.v, 1e-5f, "rms_norm in place n=" + std::to_string(n));
+      be->add_rms_norm(dx, dy, dw, 1e-5f, d1);
+      ref->add_rms_norm(x.t(), y.t(), w.t(), 1e-5f, o2.t());
+      expect_close(host(dx), x.v, 1e-6f, "add_rms_norm residual");
+      expect_close(host(d1), o2.v, 1e-5f, "add_rms_norm n=" + std::to_string(n));
     }
   }
 }
 
 TEST_P(OpContract, LayerNormGeluSiluScale) {
   for (int64_t n : {1, 33, 384}) {
-    Buf x(5, n, rng), w(1, n, rng), b(1, n, rng), o1(5, n, rng), o2(5, n, rng), u(5, n, rng);
-    be->layer_norm(x.t(), w.t(), b.t(), 1e-12f, o1.t());
+    Buf x(5, n, rng), w(1, n, rng), b(1, n, rng), o2(5, n, rng), u(5, n, rng);
+    Tensor dx = dev(x), dw = dev(w), db = dev(b), du = dev(u), d1 = dev(o2);
+    be->layer_norm(dx, dw, db, 1e-12f, d1);
     ref->layer_norm(x.t(), w.t(), b.t(), 1e-12f, o2.t());
-    expect_close(o1.v, o2.v, 1e-5f, "layer_norm");
-    be->silu_mul(x.t(), u.t(), o1.t());
+    expect_close(host(d1), o2.v, 1e-5f, "layer_norm");
+    be->silu_mul(dx, du, d1);
     ref->silu_mul(x.t(), u.t(), o2.t());
-    expect_close(o1.v, o2.v, 1e-5f, "silu_mul");
-    be->gelu_tanh_mul(x.t(), u.t(), o1.t());
+    expect_close(host(d1), o2.v, 1e-5f, "silu_mul");
+    be->gelu_tanh_mul(dx, du, d1);
     ref->gelu_tanh_mul(x.t(), u.t(), o2.t());
-    expect_close(o1.v, o2.v, 1e-5f, "gelu_tanh_mul");
-    Buf a = x, c = x;
-    be->gelu_erf(a.t());
+    expect_close(host(d1), o2.v, 1e-5f, "gelu_tanh_mul");
+    Buf c = x;
+    be->gelu_erf(dx);
     ref->gelu_erf(c.t());
-    expect_close(a.v, c.v, 1e-5f, "gelu_erf");
-    be->scale(a.t(), 0.37f);
+    expect_close(host(dx), c.v, 1e-5f, "gelu_erf");
+    be->scale(dx, 0.37f);
     ref->scale(c.t(), 0.37f);
-    expect_close(a.v, c.v, 1e-6f, "scale");
-    be->add_bias(a.t(), b.t());
+    expect_close(host(dx), c.v, 1e-6f, "scale");
+    be->softcap(dx, 1.5f);
+    ref->softcap(c.t(), 1.5f);
+    expect_close(host(dx), c.v, 1e-6f, "softcap");
+    be->add_bias(dx, db);
     ref->add_bias(c.t(), b.t());
-    expect_close(a.v, c.v, 1e-6f, "add_bias");
+    expect_close(host(dx), c.v, 1e-6f, "add_bias");
+    be->add(dx, du);
+    ref->add(c.t(), u.t());
+    expect_close(host(dx), c.v, 1e-6f, "add");
   }
 }
 
@@ -90,30 +121,33 @@ TEST_P(OpContract, EmbedGatherMatmulFloatTypes) {
     for (int64_t k : {32, 64, 96, 4096}) {
       for (int64_t rows : {1, 7, 33, 259}) {
         for (int64_t tokens : {1, 2, 5, 17}) {
-          Buf wf(rows, k, rng), x(tokens, k, rng), o1(tokens, rows, rng), o2(tokens, rows, rng);
+          Buf wf(rows, k, rng), x(tokens, k, rng), o2(tokens, rows, rng);
           std::vector<uint16_t> w16(wf.v.size());
           for (size_t i = 0; i < w16.size(); ++i)
             w16[i] = type == DType::F16 ? fp32_to_fp16(wf.v[i]) : fp32_to_bf16(wf.v[i]);
           void* data = type == DType::F32 ? static_cast<void*>(wf.v.data()) : static_cast<void*>(w16.data());
           Tensor w = Tensor::matrix_view(type, data, rows, k);
-          be->matmul(x.t(), w, o1.t());
+          Tensor d1 = dev(o2);
+          be->matmul(dev(x), weight(w), d1);
           ref->matmul(x.t(), w, o2.t());
-          expect_close(o1.v, o2.v, 2e-5f * std::sqrt(float(k)),
+          expect_close(host(d1), o2.v, 2e-5f * std::sqrt(float(k)),
                        std::string(dtype_name(type)) + " k=" + std::to_string(k) + " rows=" + std::to_string(rows) +
                            " tokens=" + std::to_string(tokens));
         }
       }
       std::vector<int32_t> ids = {0, 3, 1, 0};
       if (k != 64) continue;
-      Buf table(4, k, rng), e1(4, k, rng), e2(4, k, rng);
-      be->embed(Tensor::f32(table.v.data(), 4, k), ids.data(), e1.t());
+      Buf table(4, k, rng), e2(4, k, rng);
+      Tensor e1 = dev(e2);
+      be->embed(weight(Tensor::f32(table.v.data(), 4, k)), dev(ids), e1);
       ref->embed(Tensor::f32(table.v.data(), 4, k), ids.data(), e2.t());
-      EXPECT_EQ(e1.v, e2.v);
+      EXPECT_EQ(host(e1), e2.v);
       std::vector<int32_t> rows = {3, 0};
-      Buf g1(2, k, rng), g2(2, k, rng);
-      be->gather_rows(e1.t(), rows.data(), g1.t());
+      Buf g2(2, k, rng);
+      Tensor g1 = dev(g2);
+      be->gather_rows(e1, dev(rows), g1);
       ref->gather_rows(e2.t(), rows.data(), g2.t());
-      EXPECT_EQ(g1.v, g2.v);
+      EXPECT_EQ(host(g1), g2.v);
     }
   }
 }
@@ -124,13 +158,12 @@ TEST_P(OpContract, Rope) {
       const int64_t heads = 3, rope_dim = hd == 48 ? 32 : hd;  // one partial-rotary case
       std::vector<float> inv(static_cast<size_t>(rope_dim / 2));
       for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * float(i) / float(rope_dim));
-      RopeParams p{hd, rope_dim, style, inv.data()};
       std::vector<int32_t> pos = {0, 1, 7, 511, 4000};
       Buf x(5, heads * hd, rng);
-      Buf y = x;
-      be->rope(x.t(), heads, p, pos.data());
-      ref->rope(y.t(), heads, p, pos.data());
-      expect_close(x.v, y.v, 1e-5f, "rope hd=" + std::to_string(hd));
+      Tensor dx = dev(x);
+      be->rope(dx, heads, RopeParams{hd, rope_dim, style, dev(inv)}, dev(pos));
+      ref->rope(x.t(), heads, RopeParams{hd, rope_dim, style, inv.data()}, pos.data());
+      expect_close(host(dx), x.v, 1e-5f, "rope hd=" + std::to_string(hd));
     }
   }
 }
@@ -150,26 +183,261 @@ TEST_P(OpContract, PagedAttentionOverRaggedBatch) {
       // Causal rows see up to their own position; the last row sees its whole sequence (encoder).
       std::vector<int32_t> positions = {35, 36, 0}, kv_end = {36, 37, 3}, seq_index = {0, 0, 1};
       AttentionLayout L{3, positions.data(), kv_end.data(), seq_index.data(), tables.data(), 4, bs};
+      AttentionLayout dL{3, dev(positions), dev(kv_end), dev(seq_index), dev(tables), 4, bs};
       AttentionParams p{s.heads, s.kv_heads, s.hd, 1.0f / std::sqrt(float(s.hd)), window};
-      Buf q(3, s.heads * s.hd, rng), o1(3, s.heads * s.hd, rng), o2(3, s.heads * s.hd, rng);
-      be->attention(q.t(), kc.t(), vc.t(), L, p, o1.t());
+      Buf q(3, s.heads * s.hd, rng), o2(3, s.heads * s.hd, rng);
+      Tensor dkc = dev(kc), dvc = dev(vc), d1 = dev(o2);
+      be->attention(dev(q), dkc, dvc, dL, p, d1);
       ref->attention(q.t(), kc.t(), vc.t(), L, p, o2.t());
-      expect_close(o1.v, o2.v, 1e-5f,
+      expect_close(host(d1), o2.v, 1e-5f,
                    "attention heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
                        " hd=" + std::to_string(s.hd) + " window=" + std::to_string(window));
       // kv_write lands rows at the requested slots only.
       Buf k(2, kvd, rng), v(2, kvd, rng);
-      Buf kc2 = kc, vc2 = vc;
       std::vector<int32_t> slots = {5, 170};
-      be->kv_write(kc.t(), vc.t(), k.t(), v.t(), slots.data());
-      ref->kv_write(kc2.t(), vc2.t(), k.t(), v.t(), slots.data());
-      EXPECT_EQ(kc.v, kc2.v);
-      EXPECT_EQ(vc.v, vc2.v);
+      be->kv_write(dkc, dvc, dev(k), dev(v), dev(slots));
+      ref->kv_write(kc.t(), vc.t(), k.t(), v.t(), slots.data());
+      EXPECT_EQ(host(dkc), kc.v);
+      EXPECT_EQ(host(dvc), vc.v);
     }
   }
 }
 
+// A prefill-shaped step: all 37 tokens of one sequence (causal, or as an encoder seeing the whole
+// sequence), then the last 3 tokens of a second one, so some query tiles hold one sequence only.
+TEST_P(OpContract, PagedAttentionPrefill) {
+  for (AttnShape s : {AttnShape{4, 2, 64}, AttnShape{3, 3, 48}, AttnShape{8, 8, 128}, AttnShape{2, 1, 256}}) {
+    for (bool causal : {true, false}) {
+      for (int64_t window : {0, 7}) {
+        const int64_t bs = 16, n_blocks = 8, kvd = s.kv_heads * s.hd;
+        Buf kc(n_blocks * bs, kvd, rng), vc(n_blocks * bs, kvd, rng);
+        std::vector<int32_t> tables = {6, 1, 3, 0, 4, 0, 0, 0};
+        std::vector<int32_t> positions, kv_end, seq_index;
+        for (int32_t i = 0; i < 37; ++i) {
+          positions.push_back(i);
+          kv_end.push_back(causal ? i + 1 : 37);
+          seq_index.push_back(0);
+        }
+        for (int32_t i = 5; i < 8; ++i) {
+          positions.push_back(i);
+          kv_end.push_back(causal ? i + 1 : 8);
+          seq_index.push_back(1);
+        }
+        const int64_t n = static_cast<int64_t>(positions.size());
+        AttentionLayout L{n, positions.data(), kv_end.data(), seq_index.data(), tables.data(), 4, bs};
+        AttentionLayout dL{n, dev(positions), dev(kv_end), dev(seq_index), dev(tables), 4, bs};
+        AttentionParams p{s.heads, s.kv_heads, s.hd, 1.0f / std::sqrt(float(s.hd)), window};
+        Buf q(n, s.heads * s.hd, rng), o2(n, s.heads * s.hd, rng);
+        Tensor d1 = dev(o2);
+        be->attention(dev(q), dev(kc), dev(vc), dL, p, d1);
+        ref->attention(q.t(), kc.t(), vc.t(), L, p, o2.t());
+        expect_close(host(d1), o2.v, 1e-5f,
+                     "prefill attention heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+                         " hd=" + std::to_string(s.hd) + (causal ? " causal" : " encoder") +
+                         " window=" + std::to_string(window));
+      }
+    }
+  }
+}
+
+// Mixture-of-experts ops. Host arrays of one routing, and views of them.
+struct HostRouting {
+  std::vector<int32_t> ids, offsets, order, rank;
+  std::vector<float> weights;
+  MoeRouting r;
+  HostRouting(int64_t n, int64_t n_experts, int64_t k)
+      : ids(size_t(n * k)),
+        offsets(size_t(n_experts + 1)),
+        order(size_t(n * k)),
+        rank(size_t(n * k)),
+        weights(size_t(n * k)) {
+    r = {n, n_experts, k, ids.data(), weights.data(), offsets.data(), order.data(), rank.data()};
+  }
+};
+
+// n_experts matrices [rows, cols] of `type`, stored as one stack in reverse expert order (so an op
+// that ignored the pointer table and assumed a stack would read the wrong expert).
+struct HostExperts {
+  std::vector<uint8_t> bytes;
+  std::vector<const void*> table;
+  ExpertMatrices m;
+  HostExperts(DType type, int64_t n_experts, int64_t rows, int64_t cols, std::mt19937& rng) {
+    const size_t rb = row_bytes(type, cols);
+    bytes.resize(rb * size_t(rows * n_experts));
+    std::normal_distribution<float> d(0.0f, 0.5f);
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows * n_experts; ++r) {
+      for (float& v : row) v = d(rng);
+      quant::quantize_row(type, row.data(), bytes.data() + size_t(r) * rb, cols);
+    }
+    for (int64_t e = 0; e < n_experts; ++e)
+      table.push_back(bytes.data() + size_t((n_experts - 1 - e) * rows) * rb);
+    m = {type, n_experts, rows, cols, rb, table.data()};
+  }
+};
+
+// Activations that Q8_0 and Q8_K rounding keep exactly (multiples of 1/128 up to 127/128, every
+// 32-block holding a value of magnitude 127/128), so the quantized kernels and the float reference
+// see the same numbers and differ only in summation order.
+std::vector<float> exact_activations(int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::uniform_int_distribution<int> q(-127, 127);
+  std::vector<float> v(size_t(rows * cols));
+  for (size_t i = 0; i < v.size(); ++i)
+    v[i] = float(i % 32 == 0 ? (q(rng) < 0 ? -127 : 127) : q(rng)) / 128.0f;
+  return v;
+}
+
+struct MoeCase {
+  int64_t tokens, experts, k, hidden, inter;
+  DType gate, up, down;
+};
+
+class MoeContract : public OpContract {
+ protected:
+  MoeRouting dev_routing(const HostRouting& h) {
+    MoeRouting d = h.r;
+    d.ids = const_cast<int32_t*>(dev(h.ids));
+    d.weights = const_cast<float*>(dev(h.weights));
+    d.offsets = const_cast<int32_t*>(dev(h.offsets));
+    d.order = const_cast<int32_t*>(dev(h.order));
+    d.rank = const_cast<int32_t*>(dev(h.rank));
+    return d;
+  }
+  void read_routing(const MoeRouting& d, HostRouting& h) {
+    be->copy_to_host(h.ids.data(), d.ids, h.ids.size() * sizeof(int32_t));
+    be->copy_to_host(h.weights.data(), d.weights, h.weights.size() * sizeof(float));
+    be->copy_to_host(h.offsets.data(), d.offsets, h.offsets.size() * sizeof(int32_t));
+    be->copy_to_host(h.order.data(), d.order, h.order.size() * sizeof(int32_t));
+    be->copy_to_host(h.rank.data(), d.rank, h.rank.size() * sizeof(int32_t));
+  }
+  ExpertMatrices dev_experts(const HostExperts& h) {
+    const int64_t n = h.m.n_experts;
+    Tensor w =
+        weight(Tensor::matrix_view(h.m.type, const_cast<uint8_t*>(h.bytes.data()), h.m.rows, h.m.cols, n));
+    std::vector<const void*> table;
+    for (int64_t e = 0; e < n; ++e) table.push_back(w.matrix(n - 1 - e).data);
+    ExpertMatrices d = h.m;
+    d.mats = dev(table);
+    return d;
+  }
+};
+
+// Router logits with expert 0 chosen by every token, the last expert by none (when k < n_experts),
+// and a three-way tie in row 1 that must resolve to the lower ids.
+Buf router_logits(int64_t n, int64_t n_experts, std::mt19937& rng) {
+  Buf l(n, n_experts, rng);
+  for (int64_t t = 0; t < n; ++t) {
+    l.v[size_t(t * n_experts)] = 10.0f;
+    l.v[size_t(t * n_experts + n_experts - 1)] = -10.0f;
+  }
+  if (n > 1 && n_experts > 5)
+    for (int64_t e = 2; e < 5; ++e) l.v[size_t(n_experts + e)] = 5.0f;
+  return l;
+}
+
+TEST_P(MoeContract, RouteGateUpDownCombineAndBatchInvariance) {
+  const std::vector<MoeCase> cases = {
+      {1, 8, 2, 64, 32, DType::F32, DType::F32, DType::F32},  // one token
+      {7, 5, 3, 96, 48, DType::F16, DType::F16, DType::F16},  // odd sizes
+      {13, 16, 4, 256, 256, DType::Q4_K, DType::Q8_0,
+       DType::Q6_K},                                              // gate/up with different activation formats
+      {33, 6, 6, 64, 80, DType::BF16, DType::BF16, DType::BF16},  // every expert receives every token
+      {9, 128, 8, 256, 32, DType::Q4_K, DType::Q4_K, DType::Q8_0},  // Qwen3-MoE's routing width
+  };
+  for (const MoeCase& c : cases) {
+    HostExperts gate(c.gate, c.experts, c.inter, c.hidden, rng), up(c.up, c.experts, c.inter, c.hidden, rng);
+    HostExperts down(c.down, c.experts, c.hidden, c.inter, rng);
+    const ExpertMatrices dgate = dev_experts(gate), dup = dev_experts(up), ddown = dev_experts(down);
+    for (bool normalize : {true, false}) {
+      const std::string what = std::string(dtype_name(c.gate)) + "/" + dtype_name(c.up) + "/" +
+                               dtype_name(c.down) + " tokens=" + std::to_string(c.tokens) +
+                               " experts=" + std::to_string(c.experts) + " k=" + std::to_string(c.k) +
+                               (normalize ? " normalized" : "");
+      SCOPED_TRACE(what);
+      const int64_t n = c.tokens, k = c.k, pairs = n * k;
+      Buf logits = router_logits(n, c.experts, rng);
+      HostRouting want(n, c.experts, k), got(n, c.experts, k);
+      ref->moe_route(logits.t(), normalize, want.r);
+      MoeRouting dr = dev_routing(got);
+      be->moe_route(dev(logits), normalize, dr);
+      read_routing(dr, got);
+      ASSERT_EQ(got.ids, want.ids);
+      EXPECT_EQ(got.offsets, want.offsets);
+      EXPECT_EQ(got.order, want.order);
+      EXPECT_EQ(got.rank, want.rank);
+      expect_close(got.weights, want.weights, 1e-6f, "routing weights");
+      EXPECT_EQ(want.offsets[1] - want.offsets[0], n) << "expert 0 receives every token";
+      if (k < c.experts) {
+        EXPECT_EQ(want.offsets[size_t(c.experts)], want.offsets[size_t(c.experts - 1)])
+            << "last expert unused";
+      }
+      if (n > 1 && c.experts > 5 && k >= 3) {
+        EXPECT_EQ(std::vector<int32_t>(want.ids.begin() + k, want.ids.begin() + k + 3),
+                  (std::vector<int32_t>{0, 2, 3}))
+            << "ties go to the lower id";
+      }
+
+      Buf x(n, c.hidden, rng), xd(pairs, c.inter, rng), y(pairs, c.hidden, rng);
+      x.v = exact_activations(n, c.hidden, rng);
+      xd.v = exact_activations(pairs, c.inter, rng);
+      Buf act(pairs, c.inter, rng), dn(pairs, c.hidden, rng), comb(n, c.hidden, rng);
+      ref->expert_gate_up_silu(x.t(), gate.m, up.m, want.r, act.t());
+      ref->expert_matmul(xd.t(), down.m, want.r, dn.t());
+      ref->moe_combine(y.t(), want.r, comb.t());
+      Tensor dact = dev(act), ddn = dev(dn), dcomb = dev(comb);
+      be->expert_gate_up_silu(dev(x), dgate, dup, dr, dact);
+      be->expert_matmul(dev(xd), ddown, dr, ddn);
+      be->moe_combine(dev(y), dr, dcomb);
+      const std::vector<float> hact = host(dact), hdn = host(ddn), hcomb = host(dcomb);
+      expect_close(hact, act.v, 2e-5f * std::sqrt(float(c.hidden)), "expert_gate_up_silu");
+      expect_close(hdn, dn.v, 2e-5f * std::sqrt(float(c.inter)), "expert_matmul");
+      expect_close(hcomb, comb.v, 1e-5f, "moe_combine");
+
+      // The same token routed alone gets bit-identical rows from the backend under test.
+      for (int64_t t : {int64_t{0}, n / 2, n - 1}) {
+        SCOPED_TRACE("token " + std::to_string(t) + " alone");
+        Buf l1(1, c.experts, rng), x1(1, c.hidden, rng), xd1(k, c.inter, rng), y1(k, c.hidden, rng);
+        std::copy_n(logits.v.begin() + t * c.experts, c.experts, l1.v.begin());
+        std::copy_n(x.v.begin() + t * c.hidden, c.hidden, x1.v.begin());
+        HostRouting one(1, c.experts, k);
+        MoeRouting d1 = dev_routing(one);
+        be->moe_route(dev(l1), normalize, d1);
+        read_routing(d1, one);
+        for (int64_t j = 0; j < k; ++j) {
+          const size_t from = size_t(got.rank[size_t(t * k + j)]), to = size_t(one.rank[size_t(j)]);
+          std::copy_n(xd.v.begin() + from * c.inter, c.inter, xd1.v.begin() + to * c.inter);
+          std::copy_n(y.v.begin() + from * c.hidden, c.hidden, y1.v.begin() + to * c.hidden);
+        }
+        Buf a1(k, c.inter, rng), dn1(k, c.hidden, rng), comb1(1, c.hidden, rng);
+        Tensor da1 = dev(a1), ddn1 = dev(dn1), dcomb1 = dev(comb1);
+        be->expert_gate_up_silu(dev(x1), dgate, dup, d1, da1);
+        be->expert_matmul(dev(xd1), ddown, d1, ddn1);
+        be->moe_combine(dev(y1), d1, dcomb1);
+        const std::vector<float> ha1 = host(da1), hdn1 = host(ddn1), hc1 = host(dcomb1);
+        EXPECT_EQ(one.weights,
+                  std::vector<float>(got.weights.begin() + t * k, got.weights.begin() + (t + 1) * k));
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t from = got.rank[size_t(t * k + j)], to = one.rank[size_t(j)];
+          EXPECT_TRUE(std::equal(ha1.begin() + to * c.inter, ha1.begin() + (to + 1) * c.inter,
+                                 hact.begin() + from * c.inter))
+              << "gate/up rows of choice " << j;
+          EXPECT_TRUE(std::equal(hdn1.begin() + to * c.hidden, hdn1.begin() + (to + 1) * c.hidden,
+                                 hdn.begin() + from * c.hidden))
+              << "down rows of choice " << j;
+        }
+        EXPECT_TRUE(std::equal(hc1.begin(), hc1.end(), hcomb.begin() + t * c.hidden)) << "combined row";
+      }
+    }
+  }
+}
+
+#ifdef FERRUM_OPS_TEST_CUDA
+INSTANTIATE_TEST_SUITE_P(Backends, OpContract, ::testing::Values("cuda"));
+INSTANTIATE_TEST_SUITE_P(Backends, MoeContract, ::testing::Values("cuda"));
+#else
 INSTANTIATE_TEST_SUITE_P(Backends, OpContract, ::testing::Values("cpu"));
+INSTANTIATE_TEST_SUITE_P(Backends, MoeContract, ::testing::Values("cpu"));
+#endif
 
 }  // namespace
 }  // namespace ferrum::testing

@@ -7,7 +7,8 @@ same: Q8_0 files differ from their F32 parents by 0.36-0.57 on logits of magnitu
 file is checked against an independent reference for the same rounding: the HF weights quantized
 and dequantized by PyPI `gguf` (gguf.quants), run as an F32 model. Every Q8_0 tensor must also be
 byte-identical to gguf-py's quantization. Files are read back by gguf-py (names, types, shapes and
-the LLaMA Q/K row permutation llama.cpp's converter applies)."""
+the LLaMA Q/K row permutation llama.cpp's converter applies, Qwen3-MoE's per-expert tensors
+stacked into 3-D ffn_*_exps tensors)."""
 import os
 import subprocess
 import sys
@@ -50,6 +51,12 @@ def permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def experts(hf, layer, proj):
+    """The per-expert HF matrices of one projection stacked as GGUF holds them: [n_expert, rows, cols]."""
+    n = sum(1 for k in hf if k.startswith(f"model.layers.{layer}.mlp.experts.") and k.endswith(f".{proj}.weight"))
+    return np.stack([hf[f"model.layers.{layer}.mlp.experts.{e}.{proj}.weight"] for e in range(n)])
+
+
 def check_q8_0(name, d, hf, ids, ref, tmp):
     out = os.path.join(tmp, f"{name}-Q8_0.gguf")
     subprocess.run([FERRUM, "quantize", d, out, "Q8_0"], check=True, capture_output=True)
@@ -62,7 +69,9 @@ def check_q8_0(name, d, hf, ids, ref, tmp):
     rt = {}
     same_bytes = True
     for k, w in hf.items():
-        if w.ndim == 2 and w.shape[1] % 32 == 0:
+        if k.endswith(".mlp.gate.weight"):  # MoE routers stay F32 (llama-quantize keeps ffn_gate_inp F32)
+            rt[k] = w
+        elif w.ndim == 2 and w.shape[1] % 32 == 0:
             wq = w
             if name.startswith("llama") and (".q_proj." in k or ".k_proj." in k):
                 wq = permute(w, n_head if ".q_proj." in k else n_kv)
@@ -80,6 +89,13 @@ def check_q8_0(name, d, hf, ids, ref, tmp):
         else:
             rt[k] = w
     check(same_bytes, f"{name} Q8_0: embedding/output tensors byte-identical to gguf-py's quantization")
+    if "blk.0.ffn_gate_exps.weight" in tensors:
+        stack = experts(hf, 0, "down_proj")
+        q = gguf.quants.quantize(stack.reshape(-1, stack.shape[-1]), gguf.GGMLQuantizationType.Q8_0)
+        t = tensors["blk.0.ffn_down_exps.weight"]
+        check(bytes(np.array(t.data).tobytes()) == q.tobytes(), f"{name} Q8_0: expert stack byte-identical to gguf-py's")
+        check(tensors["blk.0.ffn_gate_inp.weight"].tensor_type == gguf.GGMLQuantizationType.F32,
+              f"{name} Q8_0: router kept F32")
     rtdir = os.path.join(tmp, f"{name}-q8rt")
     os.makedirs(rtdir, exist_ok=True)
     save_file(rt, os.path.join(rtdir, "model.safetensors"))
@@ -104,7 +120,7 @@ def main():
         print("skip: no fixtures")
         return 77
     tmp = tempfile.mkdtemp(prefix="ferrum-convert-")
-    for name in ["llama", "llama3_rope", "qwen2", "qwen3"]:
+    for name in ["llama", "llama3_rope", "qwen2", "qwen3", "qwen3_moe"]:
         d = os.path.join(base, name)
         exp = load_file(os.path.join(d, "expected.safetensors"))
         hf = load_file(os.path.join(d, "model.safetensors"))
@@ -126,6 +142,14 @@ def main():
                 if name.startswith("llama"):
                     want = permute(want, cfg_heads)
                 check(np.array_equal(q, want), f"{name}: GGUF attn_q rows {'permuted' if name.startswith('llama') else 'kept'} as llama.cpp does")
+                if "blk.0.ffn_gate_exps.weight" in t:
+                    for proj, g in [("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")]:
+                        want = experts(hf, 1, proj)
+                        stack = np.array(t[f"blk.1.ffn_{g}_exps.weight"].data).reshape(want.shape)
+                        check(np.array_equal(stack, want), f"{name}: GGUF ffn_{g}_exps stacks the HF experts in order")
+                    check(np.array_equal(np.array(t["blk.1.ffn_gate_inp.weight"].data).reshape(
+                        hf["model.layers.1.mlp.gate.weight"].shape), hf["model.layers.1.mlp.gate.weight"]),
+                        f"{name}: GGUF ffn_gate_inp is the router")
                 dec = logits(out, ids, "decode")
                 check(np.abs(dec - got).max() <= 1e-4 * scale, f"{name} F32 GGUF: decode == prefill")
         check_q8_0(name, d, hf, ids, ref, tmp)

@@ -6,10 +6,18 @@
 #include <vector>
 
 #include "core/half.h"
+#include "ferrum/config.h"
 #include "formats/safetensors.h"
 #include "test_util.h"
 
 namespace ferrum::testing {
+
+// The backend the model tests run on: $FERRUM_BACKEND (default cpu), so one suite covers every backend.
+inline std::string test_backend() {
+  auto c = RuntimeConfig::from_env();
+  EXPECT_TRUE(c.ok()) << c.status().message();
+  return c.ok() ? c.value().backend : "cpu";
+}
 
 struct HfCase {
   std::vector<int32_t> all_ids, prompt_ids, greedy_ids;

@@ -12,11 +12,12 @@ namespace {
 
 constexpr const char* kModel = "fixtures/hf/qwen3";
 
-std::unique_ptr<Runtime> load(int64_t kv_capacity, int64_t max_seqs) {
+std::unique_ptr<Runtime> load(int64_t kv_capacity, int64_t max_seqs, const std::string& model = kModel) {
   RuntimeConfig cfg;
+  cfg.backend = test_backend();
   cfg.kv_capacity = kv_capacity;
   cfg.max_seqs = max_seqs;
-  auto r = Runtime::load(shared_path(kModel), cfg);
+  auto r = Runtime::load(shared_path(model), cfg);
   EXPECT_TRUE(r.ok()) << r.status().message();
   return r.ok() ? std::move(r).value() : nullptr;
 }
@@ -27,32 +28,43 @@ std::vector<float> row0(const Result<LogitsView>& lv) {
   return std::vector<float>(lv->data, lv->data + lv->vocab);
 }
 
-TEST(Runtime, BatchedDecodeIsBitIdenticalToSingleDecode) {
-  FERRUM_REQUIRE_SHARED(kModel);
-  auto r = load(64, 4);
+// A dense decoder, and a mixture of experts whose sequences share some experts in the batched step
+// (each decodes a different token, so the routing differs too).
+class BatchedDecode : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BatchedDecode, IsBitIdenticalToSingleDecode) {
+  const std::string model = "fixtures/hf/" + GetParam();
+  FERRUM_REQUIRE_SHARED(model);
+  const std::vector<std::vector<int32_t>> prompts = {
+      {5, 17, 300}, {9}, {1, 2, 3, 4, 5, 6, 7}, {800, 3}, {77, 78, 79}};
+  auto r = load(64, static_cast<int64_t>(prompts.size()), model);
   ASSERT_TRUE(r);
-  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 300}, {9}, {1, 2, 3, 4, 5, 6, 7}};
   // Alone: each sequence prefilled then decoded by itself.
   std::vector<std::vector<float>> alone;
   for (size_t s = 0; s < prompts.size(); ++s) {
     r->reset();
     ASSERT_TRUE(r->prefill(0, prompts[s]).ok());
-    alone.push_back(row0(r->decode(0, 42, static_cast<int64_t>(prompts[s].size()))));
+    alone.push_back(
+        row0(r->decode(0, 42 + static_cast<int32_t>(s), static_cast<int64_t>(prompts[s].size()))));
   }
   // Together: all prefilled, then one decode_batch step.
   r->reset();
   std::vector<Runtime::DecodeItem> items;
   for (size_t s = 0; s < prompts.size(); ++s) {
     ASSERT_TRUE(r->prefill(static_cast<int64_t>(s), prompts[s]).ok());
-    items.push_back({static_cast<int64_t>(s), 42, static_cast<int64_t>(prompts[s].size())});
+    items.push_back(
+        {static_cast<int64_t>(s), 42 + static_cast<int32_t>(s), static_cast<int64_t>(prompts[s].size())});
   }
   auto lv = r->decode_batch(items);
   ASSERT_TRUE(lv.ok()) << lv.status().message();
-  ASSERT_EQ(lv->rows, 3);
+  ASSERT_EQ(lv->rows, static_cast<int64_t>(prompts.size()));
   for (size_t s = 0; s < prompts.size(); ++s)
-    EXPECT_EQ(0, std::memcmp(lv->row(static_cast<int64_t>(s)), alone[s].data(), alone[s].size() * sizeof(float)))
+    EXPECT_EQ(0,
+              std::memcmp(lv->row(static_cast<int64_t>(s)), alone[s].data(), alone[s].size() * sizeof(float)))
         << "sequence " << s;
 }
+
+INSTANTIATE_TEST_SUITE_P(Runtime, BatchedDecode, ::testing::Values("qwen3", "qwen3_moe"));
 
 TEST(Runtime, WritingPastCapacityIsAnErrorNamingTheSequence) {
   FERRUM_REQUIRE_SHARED(kModel);
@@ -109,10 +121,11 @@ TEST(Runtime, LongPromptsAreChunkedWithoutChangingResults) {
   FERRUM_REQUIRE_SHARED(kModel);
   std::vector<int32_t> ids;
   for (int i = 0; i < 100; ++i) ids.push_back((i * 37) % 1000);
-  RuntimeConfig small;
+  RuntimeConfig small, large;
+  small.backend = large.backend = test_backend();
   small.max_batch_tokens = 16;
   auto a = Runtime::load(shared_path(kModel), small);
-  auto b = Runtime::load(shared_path(kModel), RuntimeConfig{});
+  auto b = Runtime::load(shared_path(kModel), large);
   ASSERT_TRUE(a.ok() && b.ok());
   auto la = row0(a.value()->prefill(0, ids));
   auto lb = row0(b.value()->prefill(0, ids));

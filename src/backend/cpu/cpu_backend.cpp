@@ -88,17 +88,8 @@ void CpuBackend::add_bias(Tensor x, const Tensor& bias) {
 void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   const quant::MatmulKernel* kern = kernels_[static_cast<size_t>(w.type)];
   const int64_t k = w.cols(), n_tokens = x.rows(), n_rows = w.rows();
-  const void* act = x.data;
-  size_t act_stride = x.row_stride();
-  if (kern->act_type != DType::F32) {
-    act_stride = quant::act_row_bytes(*kern, k);
-    const size_t need = act_stride * static_cast<size_t>(n_tokens);
-    if (act_buf_.size() < need) act_buf_.resize(need);
-    uint8_t* qa = act_buf_.data();
-#pragma omp parallel for schedule(static) if (n_tokens > 1)
-    for (int64_t t = 0; t < n_tokens; ++t) kern->quantize_act(x.row<float>(t), qa + t * act_stride, k);
-    act = qa;
-  }
+  size_t act_stride = 0;
+  const void* act = prepare_act(*kern, x, nullptr, 1, n_tokens, act_buf_, &act_stride);
   float* y = out.row<float>(0);
   const int64_t ldy = static_cast<int64_t>(out.row_stride() / sizeof(float));
   const auto* wbase = static_cast<const uint8_t*>(w.data);
@@ -109,6 +100,32 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
     thread_range(n_rows, omp_get_thread_num(), omp_get_num_threads(), 16, &r0, &r1);
     if (r1 > r0) kern->gemm(wbase + r0 * wstride, wstride, act, act_stride, k, n_tokens, y + r0, ldy, r1 - r0);
   }
+}
+
+const void* CpuBackend::prepare_act(const quant::MatmulKernel& kern, const Tensor& x, const int32_t* order,
+                                    int64_t per_row, int64_t n_rows, std::vector<uint8_t>& buf,
+                                    size_t* stride) {
+  const int64_t k = x.cols();
+  const bool as_is = kern.act_type == DType::F32;
+  if (as_is && order == nullptr) {
+    *stride = x.row_stride();
+    return x.data;
+  }
+  // Gathered float rows keep 64-byte alignment like the quantized ones.
+  *stride = as_is ? (static_cast<size_t>(k) * sizeof(float) + 63) / 64 * 64 : quant::act_row_bytes(kern, k);
+  const size_t need = *stride * static_cast<size_t>(n_rows);
+  if (buf.size() < need) buf.resize(need);
+  uint8_t* a = buf.data();
+  const size_t s = *stride;
+#pragma omp parallel for schedule(static) if (n_rows > 1)
+  for (int64_t i = 0; i < n_rows; ++i) {
+    const float* src = x.row<float>(order ? order[i] / per_row : i);
+    if (as_is)
+      std::memcpy(a + i * s, src, static_cast<size_t>(k) * sizeof(float));
+    else
+      kern.quantize_act(src, a + i * s, k);
+  }
+  return a;
 }
 
 void CpuBackend::rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) {
@@ -219,6 +236,12 @@ void CpuBackend::gelu_erf(Tensor x) {
 
 void CpuBackend::scale(Tensor x, float s) {
   for (int64_t r = 0; r < x.rows(); ++r) ops_.scale(x.row<float>(r), s, x.cols());
+}
+
+void CpuBackend::softcap(Tensor x, float cap) {
+#pragma omp parallel for schedule(static) if (x.rows() > 1)
+  for (int64_t r = 0; r < x.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i) x.row<float>(r)[i] = cap * std::tanh(x.row<float>(r)[i] / cap);
 }
 
 void CpuBackend::gather_rows(const Tensor& x, const int32_t* rows, Tensor out) {

@@ -33,13 +33,37 @@ class CpuBackend : public HostMemoryBackend {
   void gelu_tanh_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
   void gelu_erf(Tensor x) override;
   void scale(Tensor x, float s) override;
+  void softcap(Tensor x, float cap) override;
   void gather_rows(const Tensor& x, const int32_t* rows, Tensor out) override;
+  void moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) override;
+  void expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate, const ExpertMatrices& up,
+                           const MoeRouting& r, Tensor out) override;
+  void expert_matmul(const Tensor& x, const ExpertMatrices& w, const MoeRouting& r, Tensor out) override;
+  void moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) override;
 
  private:
+  // Activation rows in the kernel's format: row i is x[order[i] / per_row] when `order` is given
+  // (the token row of a grouped pair), else x[i]. Returns x itself when the kernel takes float rows
+  // as they are and nothing is gathered.
+  const void* prepare_act(const quant::MatmulKernel& kern, const Tensor& x, const int32_t* order,
+                          int64_t per_row, int64_t n_rows, std::vector<uint8_t>& buf, size_t* stride);
+  // One task of a grouped expert product: weight rows [r0, r0 + n) of expert e against its pairs.
+  struct ExpertTask {
+    int32_t e, r0, n;
+  };
+  // Splits every active expert's `rows` weight rows into tasks. Tasks start at multiples of 16 rows,
+  // so the vector lanes of the row kernels line up alike however many tasks the step has.
+  void plan_expert_tasks(const MoeRouting& r, int64_t rows);
+
   int threads_;
   const cpu::VecOps& ops_;
   std::array<const quant::MatmulKernel*, 64> kernels_{};  // by DType id
-  std::vector<uint8_t> act_buf_;  // quantized activations; grows to the largest step, then stays
+  // Buffers that grow to the largest step, then stay: quantized activations, the up-projection
+  // results of each thread's current task, the task list.
+  std::vector<uint8_t> act_buf_, act_buf2_;
+  std::vector<float> task_buf_;
+  std::vector<ExpertTask> tasks_;
+  int64_t task_rows_ = 0;  // the row count of the current plan's tasks (the last of an expert may be shorter)
 };
 
 }  // namespace ferrum

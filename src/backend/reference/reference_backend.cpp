@@ -1,6 +1,8 @@
 #include "backend/reference/reference_backend.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "quant/matmul.h"
@@ -156,9 +158,73 @@ void ReferenceBackend::scale(Tensor x, float s) {
     for (int64_t i = 0; i < x.cols(); ++i) x.row<float>(r)[i] *= s;
 }
 
+void ReferenceBackend::softcap(Tensor x, float cap) {
+  for (int64_t r = 0; r < x.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i)
+      x.row<float>(r)[i] = static_cast<float>(cap * std::tanh(double(x.row<float>(r)[i]) / cap));
+}
+
 void ReferenceBackend::gather_rows(const Tensor& x, const int32_t* rows, Tensor out) {
   for (int64_t r = 0; r < out.rows(); ++r)
     for (int64_t i = 0; i < x.cols(); ++i) out.row<float>(r)[i] = x.row<float>(rows[r])[i];
+}
+
+void ReferenceBackend::moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) {
+  const int64_t n_exp = logits.cols(), k = r.k;
+  std::vector<int32_t> by_rank(static_cast<size_t>(n_exp));
+  for (int64_t t = 0; t < r.n_tokens; ++t) {
+    const float* l = logits.row<float>(t);
+    std::iota(by_rank.begin(), by_rank.end(), 0);
+    // Experts are chosen on the logits (softmax keeps their order), so rounding cannot reorder them.
+    std::stable_sort(by_rank.begin(), by_rank.end(), [l](int32_t a, int32_t b) { return l[a] > l[b]; });
+    const double mx = l[by_rank[0]];
+    double all = 0, chosen = 0;
+    for (int64_t e = 0; e < n_exp; ++e) all += std::exp(double(l[e]) - mx);
+    for (int64_t j = 0; j < k; ++j) chosen += std::exp(double(l[by_rank[j]]) - mx);
+    for (int64_t j = 0; j < k; ++j) {
+      r.ids[t * k + j] = by_rank[j];
+      r.weights[t * k + j] =
+          static_cast<float>(std::exp(double(l[by_rank[j]]) - mx) / (normalize ? chosen : all));
+    }
+  }
+  const int64_t n_pairs = r.n_tokens * k;
+  for (int64_t e = 0; e <= r.n_experts; ++e) r.offsets[e] = 0;
+  for (int64_t p = 0; p < n_pairs; ++p) ++r.offsets[r.ids[p] + 1];
+  for (int64_t e = 0; e < r.n_experts; ++e) r.offsets[e + 1] += r.offsets[e];
+  std::vector<int32_t> fill(r.offsets, r.offsets + r.n_experts);
+  for (int64_t p = 0; p < n_pairs; ++p) {
+    const int32_t i = fill[static_cast<size_t>(r.ids[p])]++;
+    r.order[i] = static_cast<int32_t>(p);
+    r.rank[p] = i;
+  }
+}
+
+void ReferenceBackend::expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate,
+                                           const ExpertMatrices& up, const MoeRouting& r, Tensor out) {
+  std::vector<float> g(static_cast<size_t>(gate.rows)), u(static_cast<size_t>(up.rows));
+  for (int64_t i = 0; i < r.n_tokens * r.k; ++i) {
+    const int64_t p = r.order[i], e = r.ids[p];
+    const Tensor xt = x.row_slice(p / r.k, 1);
+    matmul(xt, gate.matrix(e), Tensor::f32(g.data(), 1, gate.rows));
+    matmul(xt, up.matrix(e), Tensor::f32(u.data(), 1, up.rows));
+    silu_mul(Tensor::f32(g.data(), 1, gate.rows), Tensor::f32(u.data(), 1, up.rows), out.row_slice(i, 1));
+  }
+}
+
+void ReferenceBackend::expert_matmul(const Tensor& x, const ExpertMatrices& w, const MoeRouting& r,
+                                     Tensor out) {
+  for (int64_t i = 0; i < r.n_tokens * r.k; ++i)
+    matmul(x.row_slice(i, 1), w.matrix(r.ids[r.order[i]]), out.row_slice(i, 1));
+}
+
+void ReferenceBackend::moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) {
+  for (int64_t t = 0; t < r.n_tokens; ++t)
+    for (int64_t c = 0; c < y.cols(); ++c) {
+      double acc = 0;
+      for (int64_t j = 0; j < r.k; ++j)
+        acc += double(r.weights[t * r.k + j]) * y.row<float>(r.rank[t * r.k + j])[c];
+      out.row<float>(t)[c] = static_cast<float>(acc);
+    }
 }
 
 }  // namespace ferrum

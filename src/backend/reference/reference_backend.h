@@ -26,7 +26,13 @@ class ReferenceBackend : public HostMemoryBackend {
   void gelu_tanh_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
   void gelu_erf(Tensor x) override;
   void scale(Tensor x, float s) override;
+  void softcap(Tensor x, float cap) override;
   void gather_rows(const Tensor& x, const int32_t* rows, Tensor out) override;
+  void moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) override;
+  void expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate, const ExpertMatrices& up,
+                           const MoeRouting& r, Tensor out) override;
+  void expert_matmul(const Tensor& x, const ExpertMatrices& w, const MoeRouting& r, Tensor out) override;
+  void moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) override;
 };
 
 }  // namespace ferrum

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Writes a random-weight F16 GGUF with the shapes of Qwen/Qwen3-30B-A3B but fewer layers, for MoE
+benchmarks (random weights run at the speed of trained ones; the router spreads tokens over the
+experts much as a trained one does). Every layer has the real layer's shapes: 128 experts, top-8,
+expert FFN 768, hidden 2048, 32 query / 4 KV heads of 128, QK-norm, vocabulary 151936, untied head.
+
+  python3 bench/make_moe_model.py /tmp/models/qwen3-moe-4l-f16.gguf [--layers 4]
+  ferrum quantize /tmp/models/qwen3-moe-4l-f16.gguf /tmp/models/qwen3-moe-4l-q4_k_m.gguf Q4_K_M
+  ferrum bench -m /tmp/models/qwen3-moe-4l-q4_k_m.gguf -p 128 -n 32 -t 2
+
+Tensors are generated and written one at a time (the F16 file is about 6 GB at 4 layers, 1.2 GB per
+layer plus 1.2 GB of embedding and head), so memory stays below one expert stack (~0.4 GB).
+"""
+import argparse
+
+import numpy as np
+import gguf
+
+SHAPE = dict(hidden=2048, heads=32, kv_heads=4, head_dim=128, ffn=6144, experts=128, experts_used=8,
+             expert_ffn=768, vocab=151936, theta=1000000.0, eps=1e-6, ctx=40960)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out")
+    ap.add_argument("--layers", type=int, default=4)
+    args = ap.parse_args()
+    s = SHAPE
+    rng = np.random.default_rng(0)
+    w = gguf.GGUFWriter(args.out, "qwen3moe")
+    w.add_name(f"qwen3-30b-a3b-shaped-{args.layers}l-random")
+    w.add_context_length(s["ctx"])
+    w.add_embedding_length(s["hidden"])
+    w.add_block_count(args.layers)
+    w.add_feed_forward_length(s["ffn"])
+    w.add_head_count(s["heads"])
+    w.add_head_count_kv(s["kv_heads"])
+    w.add_key_length(s["head_dim"])
+    w.add_value_length(s["head_dim"])
+    w.add_rope_freq_base(s["theta"])
+    w.add_rope_dimension_count(s["head_dim"])
+    w.add_layer_norm_rms_eps(s["eps"])
+    w.add_expert_count(s["experts"])
+    w.add_expert_used_count(s["experts_used"])
+    w.add_expert_feed_forward_length(s["expert_ffn"])
+    w.add_expert_weights_norm(True)
+    w.add_vocab_size(s["vocab"])
+    w.add_file_type(1)
+    # A placeholder vocabulary of the real size (llama.cpp needs one to load the file).
+    toks = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    toks += [f"t{i}" for i in range(s["vocab"] - len(toks))]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(toks)
+    w.add_token_scores([0.0] * s["vocab"])
+    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * (s["vocab"] - 259))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+
+    def mat(*shape):
+        out = np.empty(shape, dtype=np.float16)
+        flat = out.reshape(-1, shape[-1])
+        for i in range(0, flat.shape[0], 4096):  # float32 temporaries of at most 4096 rows
+            n = min(4096, flat.shape[0] - i)
+            flat[i:i + n] = rng.standard_normal((n, shape[-1]), dtype=np.float32) * 0.02
+        return out
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+
+    H, D, E, F = s["hidden"], s["head_dim"], s["experts"], s["expert_ffn"]
+    plan = [("token_embd.weight", lambda: mat(s["vocab"], H))]
+    for l in range(args.layers):
+        p = f"blk.{l}."
+        plan += [
+            (p + "attn_norm.weight", lambda: norm(H)),
+            (p + "attn_q.weight", lambda: mat(s["heads"] * D, H)),
+            (p + "attn_k.weight", lambda: mat(s["kv_heads"] * D, H)),
+            (p + "attn_v.weight", lambda: mat(s["kv_heads"] * D, H)),
+            (p + "attn_output.weight", lambda: mat(H, s["heads"] * D)),
+            (p + "attn_q_norm.weight", lambda: norm(D)),
+            (p + "attn_k_norm.weight", lambda: norm(D)),
+            (p + "ffn_norm.weight", lambda: norm(H)),
+            (p + "ffn_gate_inp.weight", lambda: (rng.standard_normal((E, H), dtype=np.float32) * 0.02)),
+            (p + "ffn_gate_exps.weight", lambda: mat(E, F, H)),
+            (p + "ffn_up_exps.weight", lambda: mat(E, F, H)),
+            (p + "ffn_down_exps.weight", lambda: mat(E, H, F)),
+        ]
+    plan += [("output_norm.weight", lambda: norm(H)), ("output.weight", lambda: mat(s["vocab"], H))]
+
+    shapes = {
+        "token_embd.weight": ((s["vocab"], H), np.float16), "output.weight": ((s["vocab"], H), np.float16),
+        "output_norm.weight": ((H,), np.float32), "attn_norm.weight": ((H,), np.float32),
+        "ffn_norm.weight": ((H,), np.float32), "attn_q_norm.weight": ((D,), np.float32),
+        "attn_k_norm.weight": ((D,), np.float32), "attn_q.weight": ((s["heads"] * D, H), np.float16),
+        "attn_k.weight": ((s["kv_heads"] * D, H), np.float16), "attn_v.weight": ((s["kv_heads"] * D, H), np.float16),
+        "attn_output.weight": ((H, s["heads"] * D), np.float16), "ffn_gate_inp.weight": ((E, H), np.float32),
+        "ffn_gate_exps.weight": ((E, F, H), np.float16), "ffn_up_exps.weight": ((E, F, H), np.float16),
+        "ffn_down_exps.weight": ((E, H, F), np.float16),
+    }
+    for name, _ in plan:
+        shape, dtype = shapes[name.split(".", 2)[-1] if name.startswith("blk.") else name]
+        w.add_tensor_info(name, shape, np.dtype(dtype), int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for name, make in plan:
+        w.write_tensor_data(make())
+    w.close()
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+// Row and elementwise ops: norms, residual adds, activations, RoPE, KV writes, row gathers.
+#include <algorithm>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/kernels.h"
+
+namespace ferrum::cuda {
+
+namespace {
+
+constexpr int kRowThreads = 256;
+
+// Elementwise kernels walk rows x cols with a grid-stride loop over the flat index.
+__device__ __forceinline__ void flat_rc(int64_t i, int64_t cols, int64_t* r, int64_t* c) {
+  *r = i / cols;
+  *c = i - *r * cols;
+}
+
+int elementwise_blocks(int64_t n) { return static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536)); }
+
+__global__ void rms_norm_kernel(FMat x, CFMat y, const float* __restrict__ w, float eps, FMat out) {
+  __shared__ float red[32];
+  float* xr = x.p + blockIdx.x * x.ld;
+  const float* yr = y.p ? y.p + blockIdx.x * y.ld : nullptr;
+  float* o = out.p + blockIdx.x * out.ld;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) {
+    float v = xr[i];
+    if (yr) {
+      v += yr[i];
+      xr[i] = v;
+    }
+    ss = fmaf(v, v, ss);
+  }
+  ss = block_sum(ss, red);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(x.cols) + eps);
+  // Each thread reads back only the elements it wrote, so out may alias x.
+  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) o[i] = xr[i] * inv * w[i];
+}
+
+__global__ void layer_norm_kernel(CFMat x, const float* __restrict__ w, const float* __restrict__ b,
+                                  float eps, FMat out) {
+  __shared__ float red[32];
+  const float* xr = x.p + blockIdx.x * x.ld;
+  float* o = out.p + blockIdx.x * out.ld;
+  const float n = static_cast<float>(x.cols);
+  float s = 0.0f;
+  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) s += xr[i];
+  const float mean = block_sum(s, red) / n;
+  float v = 0.0f;
+  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) {
+    const float d = xr[i] - mean;
+    v = fmaf(d, d, v);
+  }
+  const float inv = 1.0f / sqrtf(block_sum(v, red) / n + eps);
+  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) o[i] = (xr[i] - mean) * inv * w[i] + b[i];
+}
+
+__global__ void add_kernel(FMat x, CFMat y) {
+  const int64_t n = x.rows * x.cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r, c;
+    flat_rc(i, x.cols, &r, &c);
+    x.p[r * x.ld + c] += y.p[r * y.ld + c];
+  }
+}
+
+__global__ void add_bias_kernel(FMat x, const float* __restrict__ bias) {
+  const int64_t n = x.rows * x.cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r, c;
+    flat_rc(i, x.cols, &r, &c);
+    x.p[r * x.ld + c] += bias[c];
+  }
+}
+
+template <Glu kind>
+__global__ void glu_kernel(CFMat gate, CFMat up, FMat out) {
+  const int64_t n = gate.rows * gate.cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r, c;
+    flat_rc(i, gate.cols, &r, &c);
+    const float g = gate.p[r * gate.ld + c];
+    float a;
+    if constexpr (kind == Glu::Silu) {
+      a = g / (1.0f + expf(-g));
+    } else {
+      a = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
+    }
+    out.p[r * out.ld + c] = a * up.p[r * up.ld + c];
+  }
+}
+
+__global__ void gelu_erf_kernel(FMat x) {
+  const int64_t n = x.rows * x.cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r, c;
+    flat_rc(i, x.cols, &r, &c);
+    const float v = x.p[r * x.ld + c];
+    x.p[r * x.ld + c] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+  }
+}
+
+__global__ void scale_kernel(FMat x, float s) {
+  const int64_t n = x.rows * x.cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r, c;
+    flat_rc(i, x.cols, &r, &c);
+    x.p[r * x.ld + c] *= s;
+  }
+}
+
+__global__ void softcap_kernel(FMat x, float cap) {
+  const int64_t n = x.rows * x.cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r, c;
+    flat_rc(i, x.cols, &r, &c);
+    x.p[r * x.ld + c] = cap * tanhf(x.p[r * x.ld + c] / cap);
+  }
+}
+
+__global__ void gather_rows_kernel(CFMat x, const int32_t* __restrict__ rows, FMat out) {
+  const float* src = x.p + int64_t(rows[blockIdx.x]) * x.ld;
+  float* dst = out.p + blockIdx.x * out.ld;
+  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) dst[i] = src[i];
+}
+
+// One block per token: cos/sin per frequency once (in double, as the reference), then every head.
+__global__ void rope_kernel(FMat x, int64_t n_heads, int64_t head_dim, int64_t half, bool neox,
+                            const float* __restrict__ inv_freq, const int32_t* __restrict__ positions) {
+  extern __shared__ float cs[];  // [half] cos, then [half] sin
+  float* sn = cs + half;
+  const double pos = positions[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    double s, c;
+    sincos(pos * double(inv_freq[i]), &s, &c);
+    cs[i] = static_cast<float>(c);
+    sn[i] = static_cast<float>(s);
+  }
+  __syncthreads();
+  float* row = x.p + blockIdx.x * x.ld;
+  for (int64_t j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
+    const int64_t h = j / half, i = j - h * half;
+    float* v = row + h * head_dim;
+    const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    const float x0 = v[a], x1 = v[b];
+    v[a] = x0 * cs[i] - x1 * sn[i];
+    v[b] = x0 * sn[i] + x1 * cs[i];
+  }
+}
+
+__global__ void kv_write_kernel(FMat kc, FMat vc, CFMat k, CFMat v, const int32_t* __restrict__ slots) {
+  const int64_t slot = slots[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < k.cols; i += blockDim.x)
+    kc.p[slot * kc.ld + i] = k.p[blockIdx.x * k.ld + i];
+  for (int64_t i = threadIdx.x; i < v.cols; i += blockDim.x)
+    vc.p[slot * vc.ld + i] = v.p[blockIdx.x * v.ld + i];
+}
+
+}  // namespace
+
+cudaError_t rms_norm(cudaStream_t s, FMat x, CFMat y, const float* w, float eps, FMat out) {
+  if (x.rows == 0) return cudaSuccess;
+  rms_norm_kernel<<<static_cast<unsigned>(x.rows), kRowThreads, 0, s>>>(x, y, w, eps, out);
+  return cudaGetLastError();
+}
+
+cudaError_t layer_norm(cudaStream_t s, CFMat x, const float* w, const float* b, float eps, FMat out) {
+  if (x.rows == 0) return cudaSuccess;
+  layer_norm_kernel<<<static_cast<unsigned>(x.rows), kRowThreads, 0, s>>>(x, w, b, eps, out);
+  return cudaGetLastError();
+}
+
+cudaError_t add(cudaStream_t s, FMat x, CFMat y) {
+  if (x.rows * x.cols == 0) return cudaSuccess;
+  add_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x, y);
+  return cudaGetLastError();
+}
+
+cudaError_t add_bias(cudaStream_t s, FMat x, const float* bias) {
+  if (x.rows * x.cols == 0) return cudaSuccess;
+  add_bias_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x, bias);
+  return cudaGetLastError();
+}
+
+cudaError_t glu(cudaStream_t s, Glu kind, CFMat gate, CFMat up, FMat out) {
+  if (gate.rows * gate.cols == 0) return cudaSuccess;
+  const int blocks = elementwise_blocks(gate.rows * gate.cols);
+  if (kind == Glu::Silu)
+    glu_kernel<Glu::Silu><<<blocks, 256, 0, s>>>(gate, up, out);
+  else
+    glu_kernel<Glu::GeluTanh><<<blocks, 256, 0, s>>>(gate, up, out);
+  return cudaGetLastError();
+}
+
+cudaError_t gelu_erf(cudaStream_t s, FMat x) {
+  if (x.rows * x.cols == 0) return cudaSuccess;
+  gelu_erf_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x);
+  return cudaGetLastError();
+}
+
+cudaError_t scale(cudaStream_t s, FMat x, float v) {
+  if (x.rows * x.cols == 0) return cudaSuccess;
+  scale_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x, v);
+  return cudaGetLastError();
+}
+
+cudaError_t softcap(cudaStream_t s, FMat x, float v) {
+  if (x.rows * x.cols == 0) return cudaSuccess;
+  softcap_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x, v);
+  return cudaGetLastError();
+}
+
+cudaError_t gather_rows(cudaStream_t s, CFMat x, const int32_t* rows, FMat out) {
+  if (out.rows == 0) return cudaSuccess;
+  gather_rows_kernel<<<static_cast<unsigned>(out.rows), kRowThreads, 0, s>>>(x, rows, out);
+  return cudaGetLastError();
+}
+
+cudaError_t rope(cudaStream_t s, FMat x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, bool neox,
+                 const float* inv_freq, const int32_t* positions) {
+  if (x.rows == 0 || rope_dim == 0) return cudaSuccess;
+  const int64_t half = rope_dim / 2;
+  rope_kernel<<<static_cast<unsigned>(x.rows), 128, static_cast<size_t>(2 * half) * sizeof(float), s>>>(
+      x, n_heads, head_dim, half, neox, inv_freq, positions);
+  return cudaGetLastError();
+}
+
+cudaError_t kv_write(cudaStream_t s, FMat k_cache, FMat v_cache, CFMat k, CFMat v, const int32_t* slots) {
+  if (k.rows == 0) return cudaSuccess;
+  kv_write_kernel<<<static_cast<unsigned>(k.rows), kRowThreads, 0, s>>>(k_cache, v_cache, k, v, slots);
+  return cudaGetLastError();
+}
+
+}  // namespace ferrum::cuda

@@ -1,0 +1,103 @@
+// Launchers of the CUDA backend's kernels (compiled by nvcc in the .cu files, called from the
+// host-only cuda_backend.cpp). All pointers are device memory; every launcher queues its work on
+// `s` and returns the launch error (cudaSuccess when queued).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace ferrum::cuda {
+
+// A float32 matrix: `rows` rows of `cols` floats, `ld` floats apart.
+struct FMat {
+  float* p;
+  int64_t rows, cols, ld;
+};
+struct CFMat {
+  const float* p;
+  int64_t rows, cols, ld;
+};
+
+// A weight matrix in its stored type: `rows` rows of `cols` elements, `row_bytes` apart.
+struct WMat {
+  DType type;
+  const uint8_t* p;
+  int64_t rows, cols;
+  size_t row_bytes;
+};
+
+// Steps of up to this many tokens run the matmul as a weight-streaming GEMV whose per-(row, token)
+// arithmetic does not depend on the token count; larger steps use cuBLAS.
+constexpr int64_t kGemvMaxTokens = 8;
+
+bool weight_type_supported(DType t);
+
+// y[t, r] = sum_k x[t, k] * w[r, k] for x.rows <= kGemvMaxTokens.
+cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y);
+// Rows [r0, r0 + n) of w decoded and split as w ~= hi + lo, both IEEE half, dense [n, w.cols].
+cudaError_t dequant_rows_f16(cudaStream_t s, const WMat& w, int64_t r0, int64_t n, void* hi, void* lo);
+// x ~= hi + lo, both dense [x.rows, x.cols] in half (bf16 = false) or bfloat16 (bf16 = true): the
+// two-term split carries about 22 (half) or 16 (bfloat16) mantissa bits through a 16-bit GEMM.
+cudaError_t split_activations(cudaStream_t s, CFMat x, bool bf16, void* hi, void* lo);
+// out[i] = table[ids[i]] as float32.
+cudaError_t embed(cudaStream_t s, const WMat& table, const int32_t* ids, FMat out);
+
+// out = rms_norm(x (+= y when y.p)) * w per row; out may alias x.
+cudaError_t rms_norm(cudaStream_t s, FMat x, CFMat y, const float* w, float eps, FMat out);
+cudaError_t layer_norm(cudaStream_t s, CFMat x, const float* w, const float* b, float eps, FMat out);
+cudaError_t add(cudaStream_t s, FMat x, CFMat y);
+cudaError_t add_bias(cudaStream_t s, FMat x, const float* bias);
+enum class Glu { Silu, GeluTanh };
+cudaError_t glu(cudaStream_t s, Glu kind, CFMat gate, CFMat up, FMat out);
+cudaError_t gelu_erf(cudaStream_t s, FMat x);
+cudaError_t scale(cudaStream_t s, FMat x, float v);
+cudaError_t softcap(cudaStream_t s, FMat x, float cap);
+cudaError_t gather_rows(cudaStream_t s, CFMat x, const int32_t* rows, FMat out);
+// Rotates the first rope_dim dims of each of n_heads heads (head_dim apart) of every row of x.
+cudaError_t rope(cudaStream_t s, FMat x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, bool neox,
+                 const float* inv_freq, const int32_t* positions);
+cudaError_t kv_write(cudaStream_t s, FMat k_cache, FMat v_cache, CFMat k, CFMat v, const int32_t* slots);
+
+struct AttnArgs {
+  int64_t n_tokens;
+  const int32_t* kv_end;
+  const int32_t* seq_index;
+  const int32_t* block_tables;
+  int64_t max_blocks, block_size;
+  int64_t n_heads, n_kv_heads, head_dim;
+  float scale;
+  int64_t window;
+};
+constexpr int64_t kMaxHeadDim = 256;
+cudaError_t attention(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat k_cache, CFMat v_cache, FMat out);
+// Mixture of experts (see MoeRouting in backend.h). Expert e's matrix starts at mats[e], a device
+// array of device pointers.
+struct EMat {
+  DType type;
+  const void* const* mats;
+  int64_t rows, cols;
+  size_t row_bytes;
+};
+struct Routing {
+  int64_t n_tokens, n_experts, k;
+  int32_t* ids;
+  float* weights;
+  int32_t *offsets, *order, *rank;
+};
+constexpr int64_t kMaxExperts = 1024;
+cudaError_t moe_route(cudaStream_t s, CFMat logits, bool normalize, const Routing& r);
+// out[i] = W_e x[xrow(i)] for every grouped pair i, e = ids[order[i]], xrow(i) = order[i] / k when
+// `per_token`, else i. With `up` (same type as w): out[i] = silu(W_e x) * (U_e x). Each pair's result
+// is computed exactly as the GEMV computes a token's, whatever else its expert received.
+cudaError_t expert_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, bool per_token,
+                        const Routing& r, FMat out);
+cudaError_t moe_combine(cudaStream_t s, CFMat y, const Routing& r, FMat out);
+
+// One-time kernel attributes (shared-memory limits); call once per device.
+cudaError_t init_kernels();
+
+}  // namespace ferrum::cuda
