@@ -313,7 +313,9 @@ Result<Value> slice(const Value& obj, const Value& start, const Value& stop, con
   } else if (obj.is_sequence()) {
     items = &obj.as_sequence();
   } else {
-    return Value::undefined(std::string("'") + type_name(obj) + "' object is not subscriptable");
+    // jinja2 slices with Python's own [] (not its forgiving getitem), so other types are errors.
+    if (obj.is_dict()) return Error("unhashable type: 'slice'");
+    return Error(std::string("'") + type_name(obj) + "' object is not subscriptable");
   }
   const auto len = static_cast<int64_t>(items ? items->size() : chars.size());
   const bool neg = st < 0;

@@ -43,7 +43,7 @@ class Params {
 Result<Value> get_attr(const Value& obj, const std::string& name);
 // jinja2's getitem: obj[key], falling back to getattr for string keys.
 Result<Value> get_item(const Value& obj, const Value& key);
-// obj[start:stop:step]; like jinja2's getitem, a type without slices gives undefined.
+// obj[start:stop:step] on strings, lists and tuples.
 Result<Value> slice(const Value& obj, const Value& start, const Value& stop, const Value& step);
 // The items a for loop visits: list items, dict keys, string characters, an iterator's remaining
 // items (consuming them); undefined is empty.

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "cli_util.h"
@@ -16,13 +17,18 @@ namespace {
 
 using ojson = nlohmann::ordered_json;
 
-Result<ojson> read_json(const std::string& path) {
+Result<std::string> read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Error(path + ": cannot open");
   std::ostringstream ss;
   ss << in.rdbuf();
+  return ss.str();
+}
+
+Result<ojson> read_json(const std::string& path) {
+  FERRUM_ASSIGN_OR_RETURN(std::string text, read_text(path));
   try {
-    return ojson::parse(ss.str());
+    return ojson::parse(text);
   } catch (const nlohmann::json::exception& e) {
     return Error(path + ": invalid JSON: " + e.what());
   }
@@ -53,11 +59,7 @@ class Renderer {
       FERRUM_ASSIGN_OR_RETURN(r.src_, chat_template_from_tokenizer_config(o.tokenizer_config));
       if (r.src_.chat_template.empty()) return Error(o.tokenizer_config + ": no chat_template");
     } else if (!o.template_file.empty()) {
-      std::ifstream in(o.template_file, std::ios::binary);
-      if (!in) return Error(o.template_file + ": cannot open");
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      r.src_.chat_template = ss.str();
+      FERRUM_ASSIGN_OR_RETURN(r.src_.chat_template, read_text(o.template_file));
     } else {
       return Error("one of --model, --template or --tokenizer-config is required");
     }
@@ -66,11 +68,11 @@ class Renderer {
                                                             : o.template_file;
     auto parsed = ChatTemplate::parse(r.src_.chat_template);
     if (!parsed.ok()) return parsed.status().with_context(where + ": chat template");
-    r.default_ = std::make_shared<ChatTemplate>(std::move(parsed).value());
+    r.default_ = std::move(parsed).value();
     if (r.src_.tool_use_template) {
       auto tool_use = ChatTemplate::parse(*r.src_.tool_use_template);
       if (!tool_use.ok()) return tool_use.status().with_context(where + ": tool_use chat template");
-      r.tool_use_ = std::make_shared<ChatTemplate>(std::move(tool_use).value());
+      r.tool_use_ = std::move(tool_use).value();
     }
     return r;
   }
@@ -84,7 +86,7 @@ class Renderer {
 
  private:
   ChatTemplateSource src_;
-  std::shared_ptr<ChatTemplate> default_, tool_use_;
+  std::optional<ChatTemplate> default_, tool_use_;
 };
 
 // Variables from --enable-thinking and --var key=json.
