@@ -3,7 +3,7 @@
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PKGS=(build-essential cmake ninja-build pkg-config clang libomp-dev
+PKGS=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev libomp-dev
       nlohmann-json3-dev libfmt-dev libcli11-dev libpcre2-dev libcpp-httplib-dev libutf8proc-dev
       libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pip)
 missing=()
