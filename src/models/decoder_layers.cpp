@@ -43,6 +43,12 @@ Result<MlpWeights> load_mlp(WeightStore& w, int64_t il, int64_t hidden, int64_t 
   return m;
 }
 
+Result<Tensor> load_output_head(WeightStore& w, const ModelConfig& c, const Tensor& tok_embd) {
+  if (w.has("output.weight")) return w.matrix("output.weight", c.vocab_size, c.hidden);
+  if (c.tie_embeddings || w.is_gguf()) return tok_embd;
+  return Error(w.path() + ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
+}
+
 RopeStyle rope_style_for(const WeightStore& w, const ModelConfig& c) {
   return (w.is_gguf() && c.arch == "llama") ? RopeStyle::Adjacent : RopeStyle::Neox;
 }

@@ -23,6 +23,10 @@ Result<AttentionWeights> load_attention(WeightStore& w, const ModelConfig& c, in
 Result<MlpWeights> load_mlp(WeightStore& w, int64_t il, int64_t hidden, int64_t intermediate,
                             const std::string& suffix = "");
 
+// The output head: `output.weight`, else the token embedding when tied (GGUF files omit the
+// head when tied; HF folders must say tie_word_embeddings).
+Result<Tensor> load_output_head(WeightStore& w, const ModelConfig& c, const Tensor& tok_embd);
+
 // Rotary frequencies for the config (llama3 / linear scaling applied; GGUF `rope_freqs.weight`
 // factors divide them when the file has that tensor), uploaded to the backend.
 Result<Tensor> load_rope_frequencies(WeightStore& w, Backend& backend, const ModelConfig& c, double theta);

@@ -46,13 +46,7 @@ class LlamaFamily : public Model {
     const ModelConfig& c = cfg_;
     FERRUM_ASSIGN_OR_RETURN(tok_embd_, w.matrix("token_embd.weight", c.vocab_size, c.hidden));
     FERRUM_ASSIGN_OR_RETURN(out_norm_, w.vector("output_norm.weight", c.hidden));
-    if (w.has("output.weight")) {
-      FERRUM_ASSIGN_OR_RETURN(output_, w.matrix("output.weight", c.vocab_size, c.hidden));
-    } else if (c.tie_embeddings || w.is_gguf()) {
-      output_ = tok_embd_;  // tied head (GGUF omits output.weight when tied)
-    } else {
-      return Error(w.path() + ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
-    }
+    FERRUM_ASSIGN_OR_RETURN(output_, load_output_head(w, c, tok_embd_));
     layers_.resize(static_cast<size_t>(c.n_layers));
     for (int64_t il = 0; il < c.n_layers; ++il) {
       Layer& L = layers_[static_cast<size_t>(il)];
