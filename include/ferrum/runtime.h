@@ -38,6 +38,8 @@ class Runtime {
   const ModelConfig& config() const;
   const RuntimeConfig& runtime_config() const;
   std::string backend_description() const;
+  // False for encoders (BERT): they embed, they do not generate.
+  bool causal() const;
 
   // Appends `tokens` to sequence `seq` (after what it already holds) and returns the logits after
   // the last token, or after every token when `all_logits`. Long inputs run in chunks.
@@ -89,6 +91,8 @@ class Runtime {
   int64_t seq_length(int64_t seq) const;
   int64_t kv_free_blocks() const;
   int64_t kv_total_blocks() const;
+  int64_t kv_block_tokens() const;            // tokens per KV block
+  int64_t kv_seq_blocks(int64_t seq) const;   // blocks the sequence holds (reserved included)
   // Tokens one step may hold, and logit rows one step may return.
   int64_t max_step_tokens() const;
   int64_t max_step_outputs() const;

@@ -26,6 +26,8 @@ Result<RuntimeConfig> RuntimeConfig::from_env() {
   c.threads = static_cast<int>(threads);
   FERRUM_TRY(env_int("FERRUM_KV_CAPACITY", 0, int64_t{1} << 24, &c.kv_capacity));
   FERRUM_TRY(env_int("FERRUM_MAX_SEQS", 1, 4096, &c.max_seqs));
+  FERRUM_TRY(env_int("FERRUM_KV_BLOCKS", 0, int64_t{1} << 24, &c.kv_blocks));
+  FERRUM_TRY(env_int("FERRUM_KV_MEMORY_MIB", 0, int64_t{1} << 30, &c.kv_memory_mib));
   FERRUM_TRY(env_int("FERRUM_MAX_BATCH_TOKENS", 1, 1 << 20, &c.max_batch_tokens));
   FERRUM_TRY(env_int("FERRUM_PROFILE", 0, 1, &profile));
   c.profile = profile != 0;
@@ -34,9 +36,10 @@ Result<RuntimeConfig> RuntimeConfig::from_env() {
 
 std::string RuntimeConfig::to_string() const {
   return fmt::format(
-      "backend={} threads={} kv_capacity={} max_seqs={} max_batch_tokens={} profile={}", backend,
+      "backend={} threads={} kv_capacity={} max_seqs={} kv_blocks={} max_batch_tokens={} profile={}", backend,
       threads == 0 ? std::string("all") : std::to_string(threads),
-      kv_capacity == 0 ? std::string("auto") : std::to_string(kv_capacity), max_seqs, max_batch_tokens, profile);
+      kv_capacity == 0 ? std::string("auto") : std::to_string(kv_capacity), max_seqs,
+      kv_blocks == 0 ? std::string("auto") : std::to_string(kv_blocks), max_batch_tokens, profile);
 }
 
 }  // namespace ferrum

@@ -61,8 +61,13 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
 
   const int64_t capacity = cfg.kv_capacity > 0 ? cfg.kv_capacity : std::min<int64_t>(mc.max_position, 4096);
   const int64_t blocks_per_seq = (capacity + KvCache::kBlockSize - 1) / KvCache::kBlockSize;
-  FERRUM_ASSIGN_OR_RETURN(im->kv, KvCache::create(*im->backend, mc.n_layers, im->model->kv_dim(),
-                                                  blocks_per_seq * cfg.max_seqs, capacity));
+  int64_t n_blocks = cfg.kv_blocks > 0 ? cfg.kv_blocks : blocks_per_seq * cfg.max_seqs;
+  if (cfg.kv_blocks == 0 && cfg.kv_memory_mib > 0) {
+    // K and V, float32, every layer.
+    const int64_t block_bytes = 2 * mc.n_layers * im->model->kv_dim() * KvCache::kBlockSize * int64_t{sizeof(float)};
+    n_blocks = std::max(blocks_per_seq, std::min(n_blocks, (cfg.kv_memory_mib << 20) / block_bytes));
+  }
+  FERRUM_ASSIGN_OR_RETURN(im->kv, KvCache::create(*im->backend, mc.n_layers, im->model->kv_dim(), n_blocks, capacity));
   Impl& I = *im;
   I.max_tokens = cfg.max_batch_tokens;
   I.width = I.model->output_width();
@@ -92,10 +97,15 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
 const ModelConfig& Runtime::config() const { return impl_->model->config(); }
 const RuntimeConfig& Runtime::runtime_config() const { return impl_->cfg; }
 std::string Runtime::backend_description() const { return impl_->backend->describe(); }
+bool Runtime::causal() const { return impl_->model->causal(); }
 int64_t Runtime::kv_capacity() const { return impl_->kv->seq_capacity(); }
 int64_t Runtime::seq_length(int64_t seq) const { return impl_->kv->length(seq); }
 int64_t Runtime::kv_free_blocks() const { return impl_->kv->free_blocks(); }
 int64_t Runtime::kv_total_blocks() const { return impl_->kv->total_blocks(); }
+int64_t Runtime::kv_block_tokens() const { return KvCache::kBlockSize; }
+int64_t Runtime::kv_seq_blocks(int64_t seq) const {
+  return impl_->kv->has(seq) ? static_cast<int64_t>(impl_->kv->blocks(seq).size()) : 0;
+}
 int64_t Runtime::max_step_tokens() const { return impl_->max_tokens; }
 int64_t Runtime::max_step_outputs() const { return impl_->max_out; }
 Profiler& Runtime::profiler() { return impl_->profiler; }

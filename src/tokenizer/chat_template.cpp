@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "formats/gguf.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ferrum {
 
@@ -134,6 +135,26 @@ Result<ChatTemplateSource> chat_template_from_model(const std::string& path) {
   FERRUM_ASSIGN_OR_RETURN(src.bos_token, token_text("tokenizer.ggml.bos_token_id"));
   FERRUM_ASSIGN_OR_RETURN(src.eos_token, token_text("tokenizer.ggml.eos_token_id"));
   return src;
+}
+
+Result<ChatTemplateSource> load_chat_template(const std::string& model_path, const std::string& override_path) {
+  if (override_path.empty()) {
+    FERRUM_ASSIGN_OR_RETURN(ChatTemplateSource src, chat_template_from_model(model_path));
+    if (src.chat_template.empty()) return Error(model_path + ": the model has no chat template");
+    return src;
+  }
+  ChatTemplateSource src;
+  FERRUM_ASSIGN_OR_RETURN(src.chat_template, read_text(override_path));
+  if (auto from_model = chat_template_from_model(model_path); from_model.ok()) {
+    src.bos_token = from_model->bos_token;
+    src.eos_token = from_model->eos_token;
+  }
+  return src;
+}
+
+std::vector<int32_t> encode_chat(const Tokenizer& tok, const std::string& rendered, const ChatTemplateSource& src) {
+  const bool has_bos = src.bos_token && !src.bos_token->empty() && rendered.rfind(*src.bos_token, 0) == 0;
+  return tok.encode(rendered, /*add_special=*/!has_bos, /*parse_special=*/true);
 }
 
 }  // namespace ferrum

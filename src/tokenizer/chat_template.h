@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ferrum/status.h"
 #include "tokenizer/jinja.h"
@@ -46,5 +47,13 @@ Result<ChatTemplateSource> chat_template_from_tokenizer_config(const std::string
 // From a GGUF file (tokenizer.chat_template*, tokens of tokenizer.ggml.bos/eos_token_id) or a
 // Hugging Face model folder (chat_template.jinja over tokenizer_config.json, as transformers loads).
 Result<ChatTemplateSource> chat_template_from_model(const std::string& path);
+// The model's template, or the Jinja file `override_path` (when not empty) with the model's
+// BOS/EOS tokens.
+Result<ChatTemplateSource> load_chat_template(const std::string& model_path, const std::string& override_path);
+
+class Tokenizer;
+// Token ids of a rendered conversation. Templates that write the BOS token themselves get no
+// second one from the tokenizer; special-token text in the rendering becomes those tokens.
+std::vector<int32_t> encode_chat(const Tokenizer& tok, const std::string& rendered, const ChatTemplateSource& src);
 
 }  // namespace ferrum

@@ -11,6 +11,7 @@ namespace ferrum::testing {
 namespace {
 
 constexpr const char* kModel = "fixtures/hf/qwen3";
+constexpr size_t KvChunk = 16;  // one KV block
 
 std::unique_ptr<Runtime> load(int64_t kv_capacity, int64_t max_seqs, const std::string& model = kModel) {
   RuntimeConfig cfg;
@@ -132,6 +133,45 @@ TEST(Runtime, LongPromptsAreChunkedWithoutChangingResults) {
   ASSERT_EQ(la.size(), lb.size());
   EXPECT_LE(max_abs_diff(la.data(), lb.data(), la.size()), 1e-4f * max_abs(lb.data(), lb.size()));
 }
+
+// The KV cache is always paged; a "contiguous" sequence is one whose blocks happen to be consecutive.
+// Interleaving another sequence's growth scatters the sequence's blocks over the pool; its logits
+// (prefill and decode) must be exactly those of the same sequence in consecutive blocks.
+class PagedKv : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PagedKv, ScatteredBlocksGiveTheSameLogitsAsConsecutiveOnes) {
+  const std::string model = "fixtures/hf/" + GetParam();
+  FERRUM_REQUIRE_SHARED(model);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 70; ++i) ids.push_back((i * 53 + 7) % 500);
+  const size_t chunk = KvChunk;
+  auto run = [&](bool scatter) {
+    auto r = load(128, 2, model);
+    std::vector<float> rows;
+    if (!r) return rows;
+    std::vector<int32_t> other(chunk, 11);
+    for (size_t at = 0; at < ids.size(); at += chunk) {
+      const size_t n = std::min(chunk, ids.size() - at);
+      if (scatter) {  // the other sequence takes the next block first
+        EXPECT_TRUE(r->prefill(1, other).ok());
+      }
+      auto lv = r->prefill(0, std::span<const int32_t>(ids).subspan(at, n), /*all_logits=*/true);
+      EXPECT_TRUE(lv.ok()) << lv.status().message();
+      if (!lv.ok()) return rows;
+      rows.insert(rows.end(), lv->data, lv->data + lv->rows * lv->vocab);
+    }
+    auto lv = r->decode(0, 42, static_cast<int64_t>(ids.size()));
+    EXPECT_TRUE(lv.ok());
+    if (lv.ok()) rows.insert(rows.end(), lv->data, lv->data + lv->vocab);
+    return rows;
+  };
+  const std::vector<float> consecutive = run(false), scattered = run(true);
+  ASSERT_FALSE(consecutive.empty());
+  ASSERT_EQ(consecutive.size(), scattered.size());
+  EXPECT_EQ(std::memcmp(consecutive.data(), scattered.data(), consecutive.size() * sizeof(float)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Runtime, PagedKv, ::testing::Values("llama", "qwen2", "qwen3", "qwen3_moe", "gemma3"));
 
 }  // namespace
 }  // namespace ferrum::testing

@@ -4,6 +4,8 @@
 
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 
 namespace ferrum::cli {
 
@@ -12,8 +14,10 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
   cmd->add_option("-t,--threads", threads, "CPU threads (default: all cores, env FERRUM_THREADS)");
   cmd->add_option("--kv-capacity,--ctx-size", kv_capacity,
                   "KV tokens per sequence (default: min(model context, 4096), env FERRUM_KV_CAPACITY)");
-  cmd->add_option("--max-seqs", max_seqs, "Sequences with resident KV (default 4, env FERRUM_MAX_SEQS)");
-  cmd->add_option("--max-batch-tokens", max_batch_tokens, "Tokens per forward step (default 512)");
+  cmd->add_option("--max-seqs,--max-num-seqs", max_seqs, "Sequences per step (default 4, env FERRUM_MAX_SEQS)");
+  cmd->add_option("--kv-blocks", kv_blocks,
+                  "KV pool size in 16-token blocks (default: max-seqs full contexts, env FERRUM_KV_BLOCKS)");
+  cmd->add_option("--max-batch-tokens,--max-num-batched-tokens", max_batch_tokens, "Tokens per forward step (default 512)");
   cmd->add_flag("--profile", profile, "Print per-stage timings (env FERRUM_PROFILE=1)");
 }
 
@@ -23,6 +27,7 @@ Result<RuntimeConfig> RuntimeFlags::resolve() const {
   if (threads >= 0) c.threads = threads;
   if (kv_capacity >= 0) c.kv_capacity = kv_capacity;
   if (max_seqs > 0) c.max_seqs = max_seqs;
+  if (kv_blocks > 0) c.kv_blocks = kv_blocks;
   if (max_batch_tokens > 0) c.max_batch_tokens = max_batch_tokens;
   if (profile) c.profile = true;
   return c;
@@ -75,6 +80,28 @@ int32_t argmax(const float* logits, int64_t n) {
   for (int64_t i = 1; i < n; ++i)
     if (logits[i] > logits[best]) best = i;
   return static_cast<int32_t>(best);
+}
+
+std::string model_cache_dir() {
+  if (const char* c = std::getenv("FERRUM_CACHE"); c && *c) return (std::filesystem::path(c) / "models").string();
+  if (const char* h = std::getenv("HOME"); h && *h)
+    return (std::filesystem::path(h) / ".cache" / "ferrum" / "models").string();
+  return "";
+}
+
+Result<std::string> default_model() {
+  if (const char* m = std::getenv("FERRUM_MODEL"); m && *m) {
+    std::error_code ec;
+    if (!std::filesystem::exists(m, ec)) return Error(std::string(m) + " (FERRUM_MODEL): model not found");
+    return std::string(m);
+  }
+  const std::string cache = model_cache_dir();
+  const std::string gemma = cache.empty() ? "" : (std::filesystem::path(cache) / "gemma-3-270m-q4_k_m.gguf").string();
+  std::error_code ec;
+  if (!gemma.empty() && std::filesystem::is_regular_file(gemma, ec)) return gemma;
+  return Error("no model given and no default model at " + (gemma.empty() ? "~/.cache/ferrum/models" : gemma) +
+               ": run scripts/fetch_models (from the ferrum source tree) to download Gemma 3 270M there, or pass "
+               "--model FILE.gguf or a Hugging Face folder, or set FERRUM_MODEL");
 }
 
 }  // namespace ferrum::cli

@@ -18,6 +18,7 @@ struct RuntimeFlags {
   int threads = -1;
   int64_t kv_capacity = -1;
   int64_t max_seqs = -1;
+  int64_t kv_blocks = -1;
   int64_t max_batch_tokens = -1;
   bool profile = false;
   void add_to(CLI::App* cmd);
@@ -32,5 +33,12 @@ int fail(const Status& st);
 Result<std::unique_ptr<Runtime>> load_runtime(const std::string& model, const RuntimeFlags& flags);
 // Index of the largest logit (lowest index on ties).
 int32_t argmax(const float* logits, int64_t n);
+
+// ferrum's model cache, where scripts/fetch_models puts models: $FERRUM_CACHE/models, else
+// ~/.cache/ferrum/models (empty when neither FERRUM_CACHE nor HOME is set).
+std::string model_cache_dir();
+// The model to use when no --model is given: $FERRUM_MODEL, else the Gemma 3 270M GGUF in the model
+// cache; otherwise an error that says how to get it (scripts/fetch_models) or to pass --model.
+Result<std::string> default_model();
 
 }  // namespace ferrum::cli

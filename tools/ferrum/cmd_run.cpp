@@ -70,11 +70,6 @@ class ThinkFilter {
   std::string buf_;
 };
 
-std::string default_model() {
-  if (const char* m = std::getenv("FERRUM_MODEL"); m && *m) return m;
-  return "../shared/models/stories260K.gguf";
-}
-
 }  // namespace
 
 void add_run(CLI::App& app, int& exit_code) {
@@ -90,7 +85,8 @@ void add_run(CLI::App& app, int& exit_code) {
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("-m,--model", o->model, "GGUF file or Hugging Face folder (default: $FERRUM_MODEL, else "
-                                          "../shared/models/stories260K.gguf)");
+                                          "Gemma 3 270M from scripts/fetch_models in $FERRUM_CACHE/models, "
+                                          "~/.cache/ferrum/models)");
   cmd->add_option("-p,--prompt", o->prompt, "Answer this prompt and exit");
   cmd->add_flag("--raw", o->raw, "Feed the prompt as it is, without the chat template");
   cmd->add_option("--system", o->system, "System message");
@@ -110,7 +106,12 @@ void add_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
   o->rt.add_to(cmd);
   cmd->callback([o, &exit_code] {
-    const std::string model = o->model.empty() ? default_model() : o->model;
+    std::string model = o->model;
+    if (model.empty()) {
+      auto def = default_model();
+      if (!def.ok()) return void(exit_code = fail(def.status()));
+      model = def.value();
+    }
     if (!std::filesystem::exists(model))
       return void(exit_code = fail(Error(model + ": model not found (pass --model FILE.gguf or a Hugging Face folder, "
                                                  "or set FERRUM_MODEL)")));

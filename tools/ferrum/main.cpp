@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   ferrum::cli::add_tokenize(app, exit_code);
   ferrum::cli::add_detokenize(app, exit_code);
   ferrum::cli::add_template(app, exit_code);
+  ferrum::cli::add_serve(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
