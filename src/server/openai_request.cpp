@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 
 namespace ferrum::server {
@@ -164,6 +165,17 @@ std::optional<ApiError> parse_generation(const json& body, bool chat, uint64_t s
   return std::nullopt;
 }
 
+// A non-empty JSON list of token ids (non-negative 32-bit integers).
+bool ids_of(const json& a, std::vector<int32_t>& ids) {
+  if (!a.is_array() || a.empty()) return false;
+  for (const json& x : a) {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > std::numeric_limits<int32_t>::max())
+      return false;
+    ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
+  }
+  return true;
+}
+
 std::optional<ApiError> check_body(const json& body) {
   if (!body.is_object()) return bad("", "the request body must be a JSON object");
   return std::nullopt;
@@ -221,14 +233,6 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(const json& b
   if (auto e = parse_generation(body, false, seed_if_absent, r.gen)) return *e;
   const json* p = field(body, "prompt");
   if (!p) return bad("prompt", "'prompt' is required");
-  auto ids_of = [](const json& a, std::vector<int32_t>& ids) {
-    for (const json& x : a) {
-      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > std::numeric_limits<int32_t>::max())
-        return false;
-      ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
-    }
-    return true;
-  };
   const std::string kind = "'prompt' must be a string or a list of token ids";
   if (p->is_string()) {
     r.prompt = p->get<std::string>();
@@ -260,15 +264,6 @@ std::variant<EmbeddingRequest, ApiError> parse_embedding_request(const json& bod
   const json* in = field(body, "input");
   const std::string kind = "'input' must be a string, a list of strings, a list of token ids or a list of token-id lists";
   if (!in) return bad("input", "'input' is required");
-  auto ids_of = [](const json& a, std::vector<int32_t>& ids) {
-    if (!a.is_array() || a.empty()) return false;
-    for (const json& x : a) {
-      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > std::numeric_limits<int32_t>::max())
-        return false;
-      ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
-    }
-    return true;
-  };
   if (in->is_string()) {
     r.inputs.emplace_back(in->get<std::string>());
   } else if (in->is_array() && !in->empty() && (*in)[0].is_number()) {

@@ -139,8 +139,9 @@ Result<ChatTemplateSource> chat_template_from_model(const std::string& path) {
 
 Result<ChatTemplateSource> load_chat_template(const std::string& model_path, const std::string& override_path) {
   if (override_path.empty()) {
-    FERRUM_ASSIGN_OR_RETURN(ChatTemplateSource src, chat_template_from_model(model_path));
-    if (src.chat_template.empty()) return Error(model_path + ": the model has no chat template");
+    auto src = chat_template_from_model(model_path);
+    if (!src.ok()) return Error("no chat template: " + src.status().message());
+    if (src->chat_template.empty()) return Error(model_path + ": the model has no chat template");
     return src;
   }
   ChatTemplateSource src;

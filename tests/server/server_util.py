@@ -65,7 +65,10 @@ class Server:
     def _start(self):
         self.logf.truncate(0)
         self.logf.seek(0)
-        cmd = [self.binary, "serve", "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port)] + self.extra
+        # One compute thread unless a test asks for more: outputs do not depend on it, and two
+        # threads on a busy 2-core machine wait on each other at every barrier.
+        threads = [] if ("-t" in self.extra or "--threads" in self.extra) else ["-t", "1"]
+        cmd = [self.binary, "serve", "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port)] + threads + self.extra
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.logf, stdin=subprocess.DEVNULL)
         deadline = time.time() + self.ready_timeout

@@ -5,7 +5,6 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -139,23 +138,10 @@ void add_run(CLI::App& app, int& exit_code) {
     std::optional<ChatTemplate> tmpl;
     ChatTemplateSource src;
     if (!o->raw) {
-      if (!o->chat_template.empty()) {
-        std::ifstream in(o->chat_template);
-        if (!in) return void(exit_code = fail(Error(o->chat_template + ": cannot open")));
-        std::stringstream ss;
-        ss << in.rdbuf();
-        src.chat_template = ss.str();
-        auto from_model = chat_template_from_model(model);
-        if (from_model.ok()) {
-          src.bos_token = from_model->bos_token;
-          src.eos_token = from_model->eos_token;
-        }
-      } else {
-        auto from_model = chat_template_from_model(model);
-        if (!from_model.ok() || from_model->chat_template.empty())
-          return void(exit_code = fail(Error(model + ": the model has no chat template (use --raw, or --chat-template FILE)")));
-        src = from_model.value();
-      }
+      auto loaded = load_chat_template(model, o->chat_template);
+      if (!loaded.ok())
+        return void(exit_code = fail(Error(loaded.status().message() + " (use --raw, or --chat-template FILE)")));
+      src = std::move(loaded).value();
       auto parsed = ChatTemplate::parse(src.chat_template);
       if (!parsed.ok()) return void(exit_code = fail(parsed.status()));
       tmpl = std::move(parsed).value();
@@ -174,8 +160,7 @@ void add_run(CLI::App& app, int& exit_code) {
         FERRUM_ASSIGN_OR_RETURN(std::string text,
                                 tmpl->render_chat(messages, nlohmann::ordered_json(), true,
                                                   nlohmann::ordered_json::object(), src.bos_token, src.eos_token));
-        const bool has_bos = src.bos_token && !src.bos_token->empty() && text.rfind(*src.bos_token, 0) == 0;
-        ids = t.encode(text, /*add_special=*/!has_bos, /*parse_special=*/true);
+        ids = encode_chat(t, text, src);
       } else {
         ids = t.encode(user, /*add_special=*/true, /*parse_special=*/false);
       }
