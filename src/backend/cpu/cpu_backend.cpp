@@ -1,6 +1,6 @@
 #include "backend/cpu/cpu_backend.h"
 
-#include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,20 +12,12 @@ namespace {
 const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
                               DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
-// Contiguous share [begin, end) of n items for thread `tid` of `nth`, in multiples of `align`.
-inline void thread_range(int64_t n, int tid, int nth, int64_t align, int64_t* begin, int64_t* end) {
-  const int64_t units = (n + align - 1) / align;
-  const int64_t per = units / nth, extra = units % nth;
-  const int64_t u0 = tid * per + std::min<int64_t>(tid, extra);
-  const int64_t u1 = u0 + per + (tid < extra ? 1 : 0);
-  *begin = std::min(n, u0 * align);
-  *end = std::min(n, u1 * align);
-}
 }  // namespace
 
 CpuBackend::CpuBackend(int threads)
-    : threads_(threads > 0 ? threads : omp_get_num_procs()), ops_(cpu::best_vec_ops()) {
-  omp_set_num_threads(threads_);
+    : threads_(threads > 0 ? threads : static_cast<int>(std::max<long>(1, sysconf(_SC_NPROCESSORS_ONLN)))),
+      pool_(threads_),
+      ops_(cpu::best_vec_ops()) {
   for (DType t : kWeightTypes) kernels_[static_cast<size_t>(t)] = quant::best_matmul_kernel(t);
 }
 
@@ -37,32 +29,29 @@ std::string CpuBackend::describe() const {
 }
 
 void CpuBackend::embed(const Tensor& table, const int32_t* ids, Tensor out) {
-#pragma omp parallel for schedule(static) if (out.rows() > 1)
-  for (int64_t i = 0; i < out.rows(); ++i)
+  for_each_row(out.rows(), 1, [&](int64_t i) {
     quant::dequantize_row(table.type, table.row<uint8_t>(ids[i]), out.row<float>(i), table.cols());
+  });
 }
 
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor out) {
   const float* wr = w.row<float>(0);
-#pragma omp parallel for schedule(static) if (x.rows() > 4)
-  for (int64_t r = 0; r < x.rows(); ++r) ops_.rms_norm(x.row<float>(r), wr, eps, out.row<float>(r), x.cols());
+  for_each_row(x.rows(), 4, [&](int64_t r) { ops_.rms_norm(x.row<float>(r), wr, eps, out.row<float>(r), x.cols()); });
 }
 
 void CpuBackend::add_rms_norm(Tensor x, const Tensor& y, const Tensor& w, float eps, Tensor out) {
   const float* wr = w.row<float>(0);
-#pragma omp parallel for schedule(static) if (x.rows() > 4)
-  for (int64_t r = 0; r < x.rows(); ++r) {
+  for_each_row(x.rows(), 4, [&](int64_t r) {
     ops_.add(x.row<float>(r), y.row<float>(r), x.cols());
     ops_.rms_norm(x.row<float>(r), wr, eps, out.row<float>(r), x.cols());
-  }
+  });
 }
 
 void CpuBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor out) {
   const int64_t n = x.cols();
   const float* wr = w.row<float>(0);
   const float* br = b.row<float>(0);
-#pragma omp parallel for schedule(static) if (x.rows() > 4)
-  for (int64_t r = 0; r < x.rows(); ++r) {
+  for_each_row(x.rows(), 4, [&](int64_t r) {
     const float* xr = x.row<float>(r);
     float* o = out.row<float>(r);
     double mean = 0, var = 0;
@@ -72,12 +61,11 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, f
     const float inv = static_cast<float>(1.0 / std::sqrt(var / double(n) + eps));
     const float m = static_cast<float>(mean);
     for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] - m) * inv * wr[i] + br[i];
-  }
+  });
 }
 
 void CpuBackend::add(Tensor x, const Tensor& y) {
-#pragma omp parallel for schedule(static) if (x.rows() > 4)
-  for (int64_t r = 0; r < x.rows(); ++r) ops_.add(x.row<float>(r), y.row<float>(r), x.cols());
+  for_each_row(x.rows(), 4, [&](int64_t r) { ops_.add(x.row<float>(r), y.row<float>(r), x.cols()); });
 }
 
 void CpuBackend::add_bias(Tensor x, const Tensor& bias) {
@@ -94,12 +82,12 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   const int64_t ldy = static_cast<int64_t>(out.row_stride() / sizeof(float));
   const auto* wbase = static_cast<const uint8_t*>(w.data);
   const size_t wstride = w.row_stride();
-#pragma omp parallel
-  {
-    int64_t r0, r1;
-    thread_range(n_rows, omp_get_thread_num(), omp_get_num_threads(), 16, &r0, &r1);
-    if (r1 > r0) kern->gemm(wbase + r0 * wstride, wstride, act, act_stride, k, n_tokens, y + r0, ldy, r1 - r0);
-  }
+  // Row blocks of a multiple of 16 rows, about two per thread.
+  const int64_t block = std::max<int64_t>(16, (n_rows + 2 * threads_ - 1) / (2 * threads_) + 15) / 16 * 16;
+  pool_.parallel_for((n_rows + block - 1) / block, [&](int64_t b, int) {
+    const int64_t r0 = b * block, n = std::min(block, n_rows - r0);
+    kern->gemm(wbase + r0 * wstride, wstride, act, act_stride, k, n_tokens, y + r0, ldy, n);
+  });
 }
 
 const void* CpuBackend::prepare_act(const quant::MatmulKernel& kern, const Tensor& x, const int32_t* order,
@@ -117,21 +105,19 @@ const void* CpuBackend::prepare_act(const quant::MatmulKernel& kern, const Tenso
   if (buf.size() < need) buf.resize(need);
   uint8_t* a = buf.data();
   const size_t s = *stride;
-#pragma omp parallel for schedule(static) if (n_rows > 1)
-  for (int64_t i = 0; i < n_rows; ++i) {
+  for_each_row(n_rows, 1, [&](int64_t i) {
     const float* src = x.row<float>(order ? order[i] / per_row : i);
     if (as_is)
       std::memcpy(a + i * s, src, static_cast<size_t>(k) * sizeof(float));
     else
       kern.quantize_act(src, a + i * s, k);
-  }
+  });
   return a;
 }
 
 void CpuBackend::rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) {
   const int64_t half = p.rope_dim / 2;
-#pragma omp parallel for schedule(static) if (x.rows() > 1)
-  for (int64_t t = 0; t < x.rows(); ++t) {
+  for_each_row(x.rows(), 1, [&](int64_t t) {
     // cos/sin once per token, shared by all heads (computed in double like the reference).
     float cs[512], sn[512];
     for (int64_t i = 0; i < half; ++i) {
@@ -155,7 +141,7 @@ void CpuBackend::rope(Tensor x, int64_t n_heads, const RopeParams& p, const int3
         }
       }
     }
-  }
+  });
 }
 
 void CpuBackend::kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v, const int32_t* slots) {
@@ -172,9 +158,9 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
   const int64_t bs = L.block_size;
   // One (token, head) pair per task; each keeps an online softmax (running max m, sum l) over the
   // key blocks of its sequence, so no score buffer of context length is needed.
-#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (L.n_tokens * p.n_heads > 1)
-  for (int64_t t = 0; t < L.n_tokens; ++t) {
-    for (int64_t h = 0; h < p.n_heads; ++h) {
+  pool_.parallel_for(L.n_tokens * p.n_heads, [&](int64_t task, int) {
+    const int64_t t = task / p.n_heads, h = task % p.n_heads;
+    {
       const int32_t* table = L.block_tables + L.seq_index[t] * L.max_blocks;
       const int64_t end = L.kv_end[t];
       const int64_t first = p.window > 0 ? std::max<int64_t>(0, end - p.window) : 0;
@@ -206,32 +192,32 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
       }
       ops_.scale(o, 1.0f / l, hd);
     }
-  }
+  });
 }
 
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor out) {
-#pragma omp parallel for schedule(static) if (gate.rows() > 1)
-  for (int64_t r = 0; r < gate.rows(); ++r)
+  for_each_row(gate.rows(), 1, [&](int64_t r) {
     ops_.silu_mul(gate.row<float>(r), up.row<float>(r), out.row<float>(r), gate.cols());
+  });
 }
 
 void CpuBackend::gelu_tanh_mul(const Tensor& gate, const Tensor& up, Tensor out) {
-#pragma omp parallel for schedule(static) if (gate.rows() > 1)
-  for (int64_t r = 0; r < gate.rows(); ++r)
+  for_each_row(gate.rows(), 1, [&](int64_t r) {
     for (int64_t i = 0; i < gate.cols(); ++i) {
       const float g = gate.row<float>(r)[i];
       const float gl = 0.5f * g * (1.0f + std::tanh(0.7978845608f * (g + 0.044715f * g * g * g)));
       out.row<float>(r)[i] = gl * up.row<float>(r)[i];
     }
+  });
 }
 
 void CpuBackend::gelu_erf(Tensor x) {
-#pragma omp parallel for schedule(static) if (x.rows() > 1)
-  for (int64_t r = 0; r < x.rows(); ++r)
+  for_each_row(x.rows(), 1, [&](int64_t r) {
     for (int64_t i = 0; i < x.cols(); ++i) {
       const float v = x.row<float>(r)[i];
       x.row<float>(r)[i] = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
     }
+  });
 }
 
 void CpuBackend::scale(Tensor x, float s) {
@@ -239,9 +225,9 @@ void CpuBackend::scale(Tensor x, float s) {
 }
 
 void CpuBackend::softcap(Tensor x, float cap) {
-#pragma omp parallel for schedule(static) if (x.rows() > 1)
-  for (int64_t r = 0; r < x.rows(); ++r)
+  for_each_row(x.rows(), 1, [&](int64_t r) {
     for (int64_t i = 0; i < x.cols(); ++i) x.row<float>(r)[i] = cap * std::tanh(x.row<float>(r)[i] / cap);
+  });
 }
 
 void CpuBackend::gather_rows(const Tensor& x, const int32_t* rows, Tensor out) {

@@ -1,10 +1,12 @@
-// The CPU backend: OpenMP threads (a persistent pool, no per-call thread creation), the fastest
+// The CPU backend: a persistent thread pool (thread_pool.h; no per-call thread creation), the fastest
 // matmul kernel per weight type and the best row kernels for this CPU, all chosen at creation.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
+#include "backend/cpu/thread_pool.h"
 #include "backend/cpu/vec_ops.h"
 #include "backend/reference/reference_backend.h"
 #include "quant/matmul.h"
@@ -55,7 +57,22 @@ class CpuBackend : public HostMemoryBackend {
   // so the vector lanes of the row kernels line up alike however many tasks the step has.
   void plan_expert_tasks(const MoeRouting& r, int64_t rows);
 
+  // fn(i) for i in [0, n): on the caller alone when n <= serial_max, else over the pool in about
+  // four contiguous chunks per thread (boundaries depend on n and the thread count only).
+  template <class F>
+  void for_each_row(int64_t n, int64_t serial_max, const F& fn) {
+    if (n <= serial_max || threads_ == 1) {
+      for (int64_t i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    const int64_t chunks = std::min<int64_t>(n, 4 * threads_);
+    pool_.parallel_for(chunks, [&](int64_t c, int) {
+      for (int64_t i = c * n / chunks, end = (c + 1) * n / chunks; i < end; ++i) fn(i);
+    });
+  }
+
   int threads_;
+  cpu::ThreadPool pool_;
   const cpu::VecOps& ops_;
   std::array<const quant::MatmulKernel*, 64> kernels_{};  // by DType id
   // Buffers that grow to the largest step, then stay: quantized activations, the up-projection

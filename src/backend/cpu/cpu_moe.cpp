@@ -3,8 +3,6 @@
 // step however many tokens chose it. The work is split into (expert, row range) tasks over all
 // experts in one parallel region, which keeps every thread busy for a single decoded token (k
 // experts) as for a long prompt (most experts).
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 
@@ -21,8 +19,7 @@ bool same_act(const quant::MatmulKernel& a, const quant::MatmulKernel& b) {
 
 void CpuBackend::moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) {
   const int64_t n_exp = logits.cols(), k = r.k;
-#pragma omp parallel for schedule(static) if (r.n_tokens > 16)
-  for (int64_t t = 0; t < r.n_tokens; ++t) {
+  for_each_row(r.n_tokens, 16, [&](int64_t t) {
     const float* l = logits.row<float>(t);
     int32_t* id = r.ids + t * k;
     float* top = r.weights + t * k;  // holds the chosen logits until they become weights
@@ -48,7 +45,7 @@ void CpuBackend::moe_route(const Tensor& logits, bool normalize, const MoeRoutin
     }
     const float inv = 1.0f / sum;
     for (int64_t j = 0; j < k; ++j) top[j] = std::exp(top[j] - mx) * inv;
-  }
+  });
   // Counting sort of the pairs by expert (a few thousand pairs at most: not worth threads).
   const int64_t n_pairs = r.n_tokens * k;
   std::fill(r.offsets, r.offsets + r.n_experts + 1, 0);
@@ -95,18 +92,17 @@ void CpuBackend::expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate
   if (task_buf_.size() < per_thread * static_cast<size_t>(threads_)) task_buf_.resize(per_thread * threads_);
   const int64_t ldo = static_cast<int64_t>(out.row_stride() / sizeof(float));
   const int64_t n_tasks = static_cast<int64_t>(tasks_.size());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t ti = 0; ti < n_tasks; ++ti) {
+  pool_.parallel_for(n_tasks, [&](int64_t ti, int thread) {
     const ExpertTask task = tasks_[static_cast<size_t>(ti)];
     const int64_t first = r.offsets[task.e], count = r.offsets[task.e + 1] - first;
     float* g = out.row<float>(first) + task.r0;
-    float* u = task_buf_.data() + per_thread * static_cast<size_t>(omp_get_thread_num());
+    float* u = task_buf_.data() + per_thread * static_cast<size_t>(thread);
     kg->gemm(static_cast<const uint8_t*>(gate.mats[task.e]) + task.r0 * gate.row_bytes, gate.row_bytes,
              ag + first * sg, sg, kdim, count, g, ldo, task.n);
     ku->gemm(static_cast<const uint8_t*>(up.mats[task.e]) + task.r0 * up.row_bytes, up.row_bytes,
              au + first * su, su, kdim, count, u, task.n, task.n);
     for (int64_t i = 0; i < count; ++i) ops_.silu_mul(g + i * ldo, u + i * task.n, g + i * ldo, task.n);
-  }
+  });
 }
 
 void CpuBackend::expert_matmul(const Tensor& x, const ExpertMatrices& w, const MoeRouting& r, Tensor out) {
@@ -117,24 +113,22 @@ void CpuBackend::expert_matmul(const Tensor& x, const ExpertMatrices& w, const M
   plan_expert_tasks(r, w.rows);
   const int64_t ldo = static_cast<int64_t>(out.row_stride() / sizeof(float));
   const int64_t n_tasks = static_cast<int64_t>(tasks_.size());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t ti = 0; ti < n_tasks; ++ti) {
+  pool_.parallel_for(n_tasks, [&](int64_t ti, int) {
     const ExpertTask task = tasks_[static_cast<size_t>(ti)];
     const int64_t first = r.offsets[task.e], count = r.offsets[task.e + 1] - first;
     kern->gemm(static_cast<const uint8_t*>(w.mats[task.e]) + task.r0 * w.row_bytes, w.row_bytes,
                act + first * sa, sa, w.cols, count, out.row<float>(first) + task.r0, ldo, task.n);
-  }
+  });
 }
 
 void CpuBackend::moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) {
   const int64_t n = y.cols();
-#pragma omp parallel for schedule(static) if (r.n_tokens > 4)
-  for (int64_t t = 0; t < r.n_tokens; ++t) {
+  for_each_row(r.n_tokens, 4, [&](int64_t t) {
     float* o = out.row<float>(t);
     std::fill(o, o + n, 0.0f);
     for (int64_t j = 0; j < r.k; ++j)
       ops_.axpy(r.weights[t * r.k + j], y.row<float>(r.rank[t * r.k + j]), o, n);
-  }
+  });
 }
 
 }  // namespace ferrum
