@@ -68,7 +68,7 @@ fi
 stage configure 120 "$OUT/build.log" cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DFERRUM_CUDA=ON -DFERRUM_BUILD_BENCH=OFF -DFERRUM_SHARED_DIR="$SHARED" "${CMAKE_DEPS[@]}" ||
   { note "configure failed: see build.log"; exit 1; }
-stage build 300 "$OUT/build.log" ninja -C "$BUILD" -j "$JOBS" ferrum test_backend_cuda test_models ||
+stage build 300 "$OUT/build.log" ninja -C "$BUILD" -j "$JOBS" ferrum test_backend_cuda test_models scheduler_test ||
   { note "build failed: see build.log"; exit 1; }
 
 stage ctest_cuda 180 "$OUT/ctest.log" ctest --test-dir "$BUILD" -L cuda -j 4 --output-on-failure --timeout 240

