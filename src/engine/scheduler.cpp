@@ -76,7 +76,8 @@ Scheduler::Scheduler(Runtime& rt, const Tokenizer* tok, SchedulerConfig cfg) : r
   step_outputs_ = rt_.max_step_outputs();
   if (tok_) eos_ids_ = tok_->eos_ids();
   for (int64_t id : rt_.config().eos_ids)
-    if (std::find(eos_ids_.begin(), eos_ids_.end(), id) == eos_ids_.end()) eos_ids_.push_back(static_cast<int32_t>(id));
+    if (std::find(eos_ids_.begin(), eos_ids_.end(), id) == eos_ids_.end())
+      eos_ids_.push_back(static_cast<int32_t>(id));
   kv_free_ = rt_.kv_free_blocks();
   thread_ = std::thread([this] { loop(); });
 }
@@ -93,21 +94,25 @@ SubmitResult Scheduler::submit(GenerationRequest req) {
     metrics_.rejected.fetch_add(1);
     return SubmitResult{nullptr, Rejection::Invalid, Error(std::move(msg))};
   };
-  if (!rt_.causal() || !tok_) return invalid("the model is an encoder (embeddings only); it cannot generate text");
+  if (!rt_.causal() || !tok_)
+    return invalid("the model is an encoder (embeddings only); it cannot generate text");
   const auto n_prompt = static_cast<int64_t>(req.prompt.size());
   if (n_prompt == 0) return invalid("the prompt is empty");
   const int64_t vocab = rt_.config().vocab_size;
   for (int32_t t : req.prompt)
-    if (t < 0 || t >= vocab) return invalid(fmt::format("token id {} is outside the vocabulary [0, {})", t, vocab));
+    if (t < 0 || t >= vocab)
+      return invalid(fmt::format("token id {} is outside the vocabulary [0, {})", t, vocab));
   const int64_t max_new = req.options.max_tokens;
   if (n_prompt >= context_)
-    return invalid(fmt::format("the prompt has {} tokens but the context holds {} (prompt and at least one "
-                               "generated token); shorten the prompt",
-                               n_prompt, context_));
+    return invalid(
+        fmt::format("the prompt has {} tokens but the context holds {} (prompt and at least one "
+                    "generated token); shorten the prompt",
+                    n_prompt, context_));
   if (max_new > 0 && n_prompt + max_new > context_)
-    return invalid(fmt::format("the context holds {} tokens, but {} were requested ({} in the prompt, {} for the "
-                               "completion); reduce the prompt or max_tokens",
-                               context_, n_prompt + max_new, n_prompt, max_new));
+    return invalid(
+        fmt::format("the context holds {} tokens, but {} were requested ({} in the prompt, {} for the "
+                    "completion); reduce the prompt or max_tokens",
+                    context_, n_prompt + max_new, n_prompt, max_new));
   const int64_t most = max_new > 0 ? n_prompt + max_new : context_;
   if (blocks_for(most) > rt_.kv_total_blocks())
     return invalid(fmt::format("{} tokens need {} KV blocks but the pool has {}; reduce max_tokens", most,
@@ -126,9 +131,10 @@ SubmitResult Scheduler::submit(GenerationRequest req) {
   if (!stop.ok()) return invalid(stop.status().message());
 
   auto handle = std::shared_ptr<RequestHandle>(new RequestHandle(req.id, n_prompt));
-  auto a = std::unique_ptr<Active>(new Active{handle, std::move(sampler).value(), std::move(stop).value(),
-                                              StreamDecoder(*tok_, /*skip_special=*/true), std::move(req.prompt),
-                                              n_prompt, 0, -1, Clock::now(), Clock::now(), false, false});
+  auto a =
+      std::unique_ptr<Active>(new Active{handle, std::move(sampler).value(), std::move(stop).value(),
+                                         StreamDecoder(*tok_, /*skip_special=*/true), std::move(req.prompt),
+                                         n_prompt, 0, -1, Clock::now(), Clock::now(), false, false});
   // Primed with the last prompt token so the first piece keeps its leading space as a whole decode
   // would; that token's own text is not emitted.
   (void)a->decoder.step(a->tokens.back());
@@ -171,7 +177,8 @@ void Scheduler::drain(std::chrono::milliseconds grace) {
   std::unique_lock<std::mutex> lock(mu_);
   accepting_ = false;
   auto idle = [&] { return waiting_.empty() && embeds_.empty() && running_count_ == 0; };
-  while (!idle() && Clock::now() < deadline) cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
+  while (!idle() && Clock::now() < deadline)
+    cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
   if (!idle()) {
     for (auto& w : waiting_) w->handle->cancel();
     cancel_all_.store(true);
@@ -190,7 +197,8 @@ void Scheduler::loop() {
     }
     if (!run_step()) {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !waiting_.empty() || !embeds_.empty(); });
+      cv_.wait_for(lock, std::chrono::milliseconds(50),
+                   [&] { return stop_ || !waiting_.empty() || !embeds_.empty(); });
     }
   }
   publish_gauges();
@@ -240,14 +248,19 @@ void Scheduler::finish(Active& a, FinishReason reason, bool cancelled, Status er
   // Held-back text is final when generation is cut short; bytes of an unfinished UTF-8 character
   // are flushed when a length limit ends it mid-character (as Conversation::generate does).
   std::string tail;
-  if (cancelled) tail = a.stop.flush() + a.decoder.flush();
-  else if (reason == FinishReason::Length || reason == FinishReason::ContextFull) tail = a.decoder.flush();
+  if (cancelled)
+    tail = a.stop.flush() + a.decoder.flush();
+  else if (reason == FinishReason::Length || reason == FinishReason::ContextFull)
+    tail = a.decoder.flush();
   if (a.seq >= 0) rt_.release(a.seq);
   a.seq = -1;
   a.done = true;
-  if (!error.ok()) metrics_.failed.fetch_add(1);
-  else if (cancelled) metrics_.cancelled.fetch_add(1);
-  else metrics_.finished.fetch_add(1);
+  if (!error.ok())
+    metrics_.failed.fetch_add(1);
+  else if (cancelled)
+    metrics_.cancelled.fetch_add(1);
+  else
+    metrics_.finished.fetch_add(1);
   a.handle->finish(reason, cancelled, std::move(error), tail);
 }
 
@@ -273,7 +286,8 @@ void Scheduler::admit() {
     }
     if (static_cast<int64_t>(running_.size()) >= max_seqs_) break;
     // Room for the whole prompt now, and one block of growth for each running sequence.
-    const int64_t need = blocks_for(static_cast<int64_t>(a.tokens.size()) + 1) + static_cast<int64_t>(running_.size());
+    const int64_t need =
+        blocks_for(static_cast<int64_t>(a.tokens.size()) + 1) + static_cast<int64_t>(running_.size());
     if (need > rt_.kv_free_blocks() && !running_.empty()) break;
     a.seq = next_seq_++;
     running_.push_back(std::move(waiting_.front()));
@@ -309,7 +323,9 @@ bool Scheduler::run_step() {
     owners.clear();
     int64_t budget = step_tokens_, need = 0;
     auto add = [&](Active& a, int64_t n) {
-      work.push_back({a.seq, std::span<const int32_t>(a.tokens).subspan(static_cast<size_t>(a.computed), static_cast<size_t>(n)),
+      work.push_back({a.seq,
+                      std::span<const int32_t>(a.tokens).subspan(static_cast<size_t>(a.computed),
+                                                                 static_cast<size_t>(n)),
                       a.computed, false});
       owners.push_back(&a);
       budget -= n;
@@ -332,7 +348,8 @@ bool Scheduler::run_step() {
   metrics_.steps.fetch_add(1);
   if (!lv.ok()) {
     // Not expected (inputs were validated, KV was planned): fail this step's requests, keep serving.
-    for (Active* a : owners) finish(*a, FinishReason::None, false, lv.status().with_context("request " + a->handle->id()));
+    for (Active* a : owners)
+      finish(*a, FinishReason::None, false, lv.status().with_context("request " + a->handle->id()));
     std::erase_if(running_, [](const auto& a) { return a->done; });
     publish_gauges();
     return true;
@@ -351,8 +368,10 @@ bool Scheduler::run_step() {
     }
     a.tokens.push_back(next.value());
     metrics_.generation_tokens.fetch_add(1);
-    if (a.has_token) metrics_.itl.observe(std::chrono::duration<double>(now - a.last_token).count());
-    else metrics_.ttft.observe(std::chrono::duration<double>(now - a.arrival).count());
+    if (a.has_token)
+      metrics_.itl.observe(std::chrono::duration<double>(now - a.last_token).count());
+    else
+      metrics_.ttft.observe(std::chrono::duration<double>(now - a.arrival).count());
     a.has_token = true;
     a.last_token = now;
     StopResult sr = a.stop.on_token(next.value(), a.decoder.step(next.value()));

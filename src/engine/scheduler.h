@@ -69,7 +69,8 @@ class RequestHandle {
 
  private:
   friend class Scheduler;
-  explicit RequestHandle(std::string id, int64_t prompt_tokens) : id_(std::move(id)), prompt_tokens_(prompt_tokens) {}
+  explicit RequestHandle(std::string id, int64_t prompt_tokens)
+      : id_(std::move(id)), prompt_tokens_(prompt_tokens) {}
   void push(std::string_view text, int64_t completion_tokens);
   void finish(FinishReason reason, bool cancelled, Status error, std::string_view tail);
 

@@ -20,7 +20,9 @@ json error_body(const ApiError& e) {
 
 namespace {
 
-ApiError bad(const std::string& param, const std::string& message) { return {400, message, "invalid_request_error", param, ""}; }
+ApiError bad(const std::string& param, const std::string& message) {
+  return {400, message, "invalid_request_error", param, ""};
+}
 
 // A field present and not null.
 const json* field(const json& body, const char* key) {
@@ -29,7 +31,8 @@ const json* field(const json& body, const char* key) {
   return &*it;
 }
 
-std::optional<ApiError> get_number(const json& body, const char* key, double lo, double hi, bool lo_open, float* out) {
+std::optional<ApiError> get_number(const json& body, const char* key, double lo, double hi, bool lo_open,
+                                   float* out) {
   const json* v = field(body, key);
   if (!v) return std::nullopt;
   if (!v->is_number()) return bad(key, fmt::format("'{}' must be a number", key));
@@ -44,7 +47,8 @@ std::optional<ApiError> get_int(const json& body, const char* key, int64_t lo, i
   const json* v = field(body, key);
   if (!v) return std::nullopt;
   if (!v->is_number_integer()) return bad(key, fmt::format("'{}' must be an integer", key));
-  const auto i = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+  const auto i = v->is_number_unsigned() &&
+                         v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
                      ? std::numeric_limits<int64_t>::max()
                      : v->get<int64_t>();
   if (i < lo || i > hi) return bad(key, fmt::format("'{}' must be between {} and {}", key, lo, hi));
@@ -65,19 +69,23 @@ std::optional<ApiError> check_model(const json& body, const std::string& served)
   if (!v) return std::nullopt;
   if (!v->is_string()) return bad("model", "'model' must be a string");
   if (v->get<std::string>() != served)
-    return ApiError{404, fmt::format("The model '{}' does not exist; this server serves '{}'", v->get<std::string>(), served),
-                    "invalid_request_error", "model", "model_not_found"};
+    return ApiError{
+        404,
+        fmt::format("The model '{}' does not exist; this server serves '{}'", v->get<std::string>(), served),
+        "invalid_request_error", "model", "model_not_found"};
   return std::nullopt;
 }
 
 // An option we do not implement: present with a non-default value is an error, not silently ignored.
-std::optional<ApiError> unsupported(const json& body, const char* key, const std::function<bool(const json&)>& is_default) {
+std::optional<ApiError> unsupported(const json& body, const char* key,
+                                    const std::function<bool(const json&)>& is_default) {
   const json* v = field(body, key);
   if (v && !is_default(*v)) return bad(key, fmt::format("'{}' is not supported by this server", key));
   return std::nullopt;
 }
 
-std::optional<ApiError> parse_generation(const json& body, bool chat, uint64_t seed_if_absent, GenerationFields& g) {
+std::optional<ApiError> parse_generation(const json& body, bool chat, uint64_t seed_if_absent,
+                                         GenerationFields& g) {
   SamplingParams& s = g.options.sampling;
   s.temperature = 1.0f;  // OpenAI's defaults: plain sampling at temperature 1
   s.top_p = 1.0f;
@@ -114,7 +122,8 @@ std::optional<ApiError> parse_generation(const json& body, bool chat, uint64_t s
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) return bad("stream_options", "'stream_options' must be an object");
     if (!g.stream) return bad("stream_options", "'stream_options' is only allowed when 'stream' is true");
-    if ((e = get_bool(*so, "include_usage", &g.include_usage))) return bad("stream_options.include_usage", e->message);
+    if ((e = get_bool(*so, "include_usage", &g.include_usage)))
+      return bad("stream_options.include_usage", e->message);
   }
   if (const json* st = field(body, "stop")) {
     if (st->is_string()) {
@@ -131,7 +140,8 @@ std::optional<ApiError> parse_generation(const json& body, bool chat, uint64_t s
       if (x.empty()) return bad("stop", "stop strings must not be empty");
   }
   if (const json* lb = field(body, "logit_bias")) {
-    if (!lb->is_object()) return bad("logit_bias", "'logit_bias' must be an object mapping token ids to biases");
+    if (!lb->is_object())
+      return bad("logit_bias", "'logit_bias' must be an object mapping token ids to biases");
     for (auto it = lb->begin(); it != lb->end(); ++it) {
       int32_t id = -1;
       size_t used = 0;
@@ -142,7 +152,8 @@ std::optional<ApiError> parse_generation(const json& body, bool chat, uint64_t s
       }
       if (used == 0 || used != it.key().size() || id < 0)
         return bad("logit_bias", fmt::format("logit_bias key '{}' is not a token id", it.key()));
-      if (!it.value().is_number() || !std::isfinite(it.value().get<double>()) || std::abs(it.value().get<double>()) > 100)
+      if (!it.value().is_number() || !std::isfinite(it.value().get<double>()) ||
+          std::abs(it.value().get<double>()) > 100)
         return bad("logit_bias", fmt::format("logit_bias[{}] must be a number in [-100, 100]", it.key()));
       s.logit_bias.emplace_back(id, it.value().get<float>());
     }
@@ -151,11 +162,14 @@ std::optional<ApiError> parse_generation(const json& body, bool chat, uint64_t s
   auto zero_or_false = [](const json& v) {
     return (v.is_boolean() && !v.get<bool>()) || (v.is_number_integer() && v.get<int64_t>() == 0);
   };
-  if ((e = unsupported(body, "logprobs", chat ? std::function<bool(const json&)>(false_or_null) : zero_or_false))) return e;
+  if ((e = unsupported(body, "logprobs",
+                       chat ? std::function<bool(const json&)>(false_or_null) : zero_or_false)))
+    return e;
   if ((e = unsupported(body, "top_logprobs", zero_or_false))) return e;
   if ((e = unsupported(body, "echo", false_or_null))) return e;
   if ((e = unsupported(body, "suffix", [](const json&) { return false; }))) return e;
-  if ((e = unsupported(body, "best_of", [](const json& v) { return v.is_number_integer() && v.get<int64_t>() == 1; })))
+  if ((e = unsupported(body, "best_of",
+                       [](const json& v) { return v.is_number_integer() && v.get<int64_t>() == 1; })))
     return e;
   if ((e = unsupported(body, "tools", [](const json& v) { return v.is_array() && v.empty(); }))) return e;
   if ((e = unsupported(body, "functions", [](const json& v) { return v.is_array() && v.empty(); }))) return e;
@@ -169,7 +183,8 @@ std::optional<ApiError> parse_generation(const json& body, bool chat, uint64_t s
 bool ids_of(const json& a, std::vector<int32_t>& ids) {
   if (!a.is_array() || a.empty()) return false;
   for (const json& x : a) {
-    if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > std::numeric_limits<int32_t>::max())
+    if (!x.is_number_integer() || x.get<int64_t>() < 0 ||
+        x.get<int64_t>() > std::numeric_limits<int32_t>::max())
       return false;
     ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
   }
@@ -190,7 +205,8 @@ std::variant<ChatRequest, ApiError> parse_chat_request(const json& body, const s
   ChatRequest r;
   if (auto e = parse_generation(body, true, seed_if_absent, r.gen)) return *e;
   const json* msgs = field(body, "messages");
-  if (!msgs || !msgs->is_array() || msgs->empty()) return bad("messages", "'messages' must be a non-empty list");
+  if (!msgs || !msgs->is_array() || msgs->empty())
+    return bad("messages", "'messages' must be a non-empty list");
   r.messages = nlohmann::ordered_json::array();
   for (size_t i = 0; i < msgs->size(); ++i) {
     const json& m = (*msgs)[i];
@@ -200,7 +216,9 @@ std::variant<ChatRequest, ApiError> parse_chat_request(const json& body, const s
     if (!role || !role->is_string()) return bad(where + ".role", where + ".role must be a string");
     const std::string rs = role->get<std::string>();
     if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool" && rs != "developer")
-      return bad(where + ".role", fmt::format("{}.role '{}' is not one of system, developer, user, assistant, tool", where, rs));
+      return bad(
+          where + ".role",
+          fmt::format("{}.role '{}' is not one of system, developer, user, assistant, tool", where, rs));
     std::string content;
     if (const json* c = field(m, "content")) {
       if (c->is_string()) {
@@ -208,7 +226,8 @@ std::variant<ChatRequest, ApiError> parse_chat_request(const json& body, const s
       } else if (c->is_array()) {
         // Text parts are concatenated; other kinds (images, audio) need a model we do not run.
         for (const json& part : *c) {
-          if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+          if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+              !part["text"].is_string())
             return bad(where + ".content", where + ".content: only text parts are supported");
           content += part["text"].get<std::string>();
         }
@@ -225,7 +244,8 @@ std::variant<ChatRequest, ApiError> parse_chat_request(const json& body, const s
   return r;
 }
 
-std::variant<CompletionRequest, ApiError> parse_completion_request(const json& body, const std::string& served_model,
+std::variant<CompletionRequest, ApiError> parse_completion_request(const json& body,
+                                                                   const std::string& served_model,
                                                                    uint64_t seed_if_absent) {
   if (auto e = check_body(body)) return *e;
   if (auto e = check_model(body, served_model)) return *e;
@@ -252,17 +272,19 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(const json& b
     return bad("prompt", kind);
   }
   if (std::holds_alternative<std::string>(r.prompt) ? std::get<std::string>(r.prompt).empty()
-                                                     : std::get<std::vector<int32_t>>(r.prompt).empty())
+                                                    : std::get<std::vector<int32_t>>(r.prompt).empty())
     return bad("prompt", "the prompt is empty");
   return r;
 }
 
-std::variant<EmbeddingRequest, ApiError> parse_embedding_request(const json& body, const std::string& served_model) {
+std::variant<EmbeddingRequest, ApiError> parse_embedding_request(const json& body,
+                                                                 const std::string& served_model) {
   if (auto e = check_body(body)) return *e;
   if (auto e = check_model(body, served_model)) return *e;
   EmbeddingRequest r;
   const json* in = field(body, "input");
-  const std::string kind = "'input' must be a string, a list of strings, a list of token ids or a list of token-id lists";
+  const std::string kind =
+      "'input' must be a string, a list of strings, a list of token ids or a list of token-id lists";
   if (!in) return bad("input", "'input' is required");
   if (in->is_string()) {
     r.inputs.emplace_back(in->get<std::string>());
@@ -301,7 +323,8 @@ std::string base64_encode(const void* data, size_t size) {
   std::string out;
   out.reserve((size + 2) / 3 * 4);
   for (size_t i = 0; i < size; i += 3) {
-    const uint32_t n = (uint32_t(p[i]) << 16) | (i + 1 < size ? uint32_t(p[i + 1]) << 8 : 0) | (i + 2 < size ? p[i + 2] : 0);
+    const uint32_t n =
+        (uint32_t(p[i]) << 16) | (i + 1 < size ? uint32_t(p[i + 1]) << 8 : 0) | (i + 2 < size ? p[i + 2] : 0);
     out += kAlphabet[(n >> 18) & 63];
     out += kAlphabet[(n >> 12) & 63];
     out += i + 1 < size ? kAlphabet[(n >> 6) & 63] : '=';

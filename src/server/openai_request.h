@@ -53,7 +53,8 @@ struct EmbeddingRequest {
 
 // `served_model`: requests naming another model get a 404. `seed_if_absent`: used when the body has
 // no seed (the server draws one per request).
-std::variant<ChatRequest, ApiError> parse_chat_request(const nlohmann::json& body, const std::string& served_model,
+std::variant<ChatRequest, ApiError> parse_chat_request(const nlohmann::json& body,
+                                                       const std::string& served_model,
                                                        uint64_t seed_if_absent);
 std::variant<CompletionRequest, ApiError> parse_completion_request(const nlohmann::json& body,
                                                                    const std::string& served_model,

@@ -65,7 +65,9 @@ std::optional<json> parse_body(State& S, const httplib::Request& req, httplib::R
   try {
     return json::parse(req.body);
   } catch (const json::parse_error& e) {
-    send_error(S, res, {400, fmt::format("the request body is not valid JSON: {}", e.what()), "invalid_request_error", "", ""});
+    send_error(S, res,
+               {400, fmt::format("the request body is not valid JSON: {}", e.what()), "invalid_request_error",
+                "", ""});
     return std::nullopt;
   }
 }
@@ -85,20 +87,24 @@ bool write_event(httplib::DataSink& sink, const json& data) {
 }
 
 json usage_json(int64_t prompt, int64_t completion) {
-  return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+  return {
+      {"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
 
 // Runs one generation request (chat or text completion) and writes its response, streamed or not.
-void generate(State& S, httplib::Response& res, bool chat, std::vector<int32_t> prompt, const GenerationFields& gen) {
+void generate(State& S, httplib::Response& res, bool chat, std::vector<int32_t> prompt,
+              const GenerationFields& gen) {
   const std::string id = S.new_id(chat ? "chatcmpl-" : "cmpl-");
   const auto t0 = Clock::now();
   SubmitResult sub = S.sched->submit({id, std::move(prompt), gen.options});
   if (!sub.handle) {
     switch (sub.rejection) {
       case Rejection::QueueFull:
-        return send_json(res, 429, error_body({429, sub.error.message(), "rate_limit_error", "", "queue_full"}));
+        return send_json(res, 429,
+                         error_body({429, sub.error.message(), "rate_limit_error", "", "queue_full"}));
       case Rejection::ShuttingDown:
-        return send_json(res, 503, error_body({503, sub.error.message(), "server_error", "", "shutting_down"}));
+        return send_json(res, 503,
+                         error_body({503, sub.error.message(), "server_error", "", "shutting_down"}));
       default:
         return send_json(res, 400, error_body({400, sub.error.message(), "invalid_request_error", "", ""}));
     }
@@ -124,10 +130,13 @@ void generate(State& S, httplib::Response& res, bool chat, std::vector<int32_t> 
       text += u.text;
     } while (!u.done);
     log_done(u);
-    if (!u.error.ok()) return send_json(res, 500, error_body({500, u.error.message(), "server_error", "", ""}));
+    if (!u.error.ok())
+      return send_json(res, 500, error_body({500, u.error.message(), "server_error", "", ""}));
     json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason_name(u.reason)}};
-    if (chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
-    else choice["text"] = text;
+    if (chat)
+      choice["message"] = {{"role", "assistant"}, {"content", text}};
+    else
+      choice["text"] = text;
     return send_json(res, 200,
                      {{"id", id},
                       {"object", object},
@@ -142,8 +151,8 @@ void generate(State& S, httplib::Response& res, bool chat, std::vector<int32_t> 
   // the request is cancelled and its KV blocks return to the pool at the next step.
   const std::string chunk_object = chat ? "chat.completion.chunk" : "text_completion";
   const bool include_usage = gen.include_usage;
-  auto chunk = [&S, id, created, chunk_object, chat, include_usage](const std::string& text, const json& finish,
-                                                                    bool first) {
+  auto chunk = [&S, id, created, chunk_object, chat, include_usage](const std::string& text,
+                                                                    const json& finish, bool first) {
     json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
     if (chat) {
       json delta = json::object();
@@ -153,7 +162,10 @@ void generate(State& S, httplib::Response& res, bool chat, std::vector<int32_t> 
     } else {
       choice["text"] = text;
     }
-    json c = {{"id", id}, {"object", chunk_object}, {"created", created}, {"model", S.model_name},
+    json c = {{"id", id},
+              {"object", chunk_object},
+              {"created", created},
+              {"model", S.model_name},
               {"choices", json::array({choice})}};
     if (include_usage) c["usage"] = nullptr;
     return c;
@@ -176,8 +188,12 @@ void generate(State& S, httplib::Response& res, bool chat, std::vector<int32_t> 
         } else {
           if (!write_event(sink, chunk("", finish_reason_name(u.reason), false))) return false;
           if (include_usage) {
-            json c = {{"id", id}, {"object", chunk_object}, {"created", created}, {"model", S.model_name},
-                      {"choices", json::array()}, {"usage", usage_json(u.prompt_tokens, u.completion_tokens)}};
+            json c = {{"id", id},
+                      {"object", chunk_object},
+                      {"created", created},
+                      {"model", S.model_name},
+                      {"choices", json::array()},
+                      {"usage", usage_json(u.prompt_tokens, u.completion_tokens)}};
             if (!write_event(sink, c)) return false;
           }
         }
@@ -197,14 +213,19 @@ void handle_chat(State& S, const httplib::Request& req, httplib::Response& res) 
   auto parsed = parse_chat_request(*body, S.model_name, S.new_seed());
   if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(S, res, *e);
   auto& r = std::get<ChatRequest>(parsed);
-  if (!S.rt->causal()) return send_error(S, res, invalid_request("the model is an encoder; it serves /v1/embeddings only"));
-  if (!S.tmpl) return send_error(S, res, invalid_request(S.tmpl_error + " (start the server with --chat-template FILE)"));
+  if (!S.rt->causal())
+    return send_error(S, res, invalid_request("the model is an encoder; it serves /v1/embeddings only"));
+  if (!S.tmpl)
+    return send_error(S, res,
+                      invalid_request(S.tmpl_error + " (start the server with --chat-template FILE)"));
   Result<std::string> text = [&] {
     std::lock_guard<std::mutex> lock(S.tmpl_mu);
     return S.tmpl->render_chat(r.messages, nlohmann::ordered_json(), /*add_generation_prompt=*/true,
                                nlohmann::ordered_json::object(), S.tmpl_src.bos_token, S.tmpl_src.eos_token);
   }();
-  if (!text.ok()) return send_error(S, res, {400, "chat template: " + text.status().message(), "invalid_request_error", "messages", ""});
+  if (!text.ok())
+    return send_error(
+        S, res, {400, "chat template: " + text.status().message(), "invalid_request_error", "messages", ""});
   generate(S, res, true, encode_chat(*S.tok, text.value(), S.tmpl_src), r.gen);
 }
 
@@ -214,10 +235,13 @@ void handle_completion(State& S, const httplib::Request& req, httplib::Response&
   auto parsed = parse_completion_request(*body, S.model_name, S.new_seed());
   if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(S, res, *e);
   auto& r = std::get<CompletionRequest>(parsed);
-  if (!S.rt->causal()) return send_error(S, res, invalid_request("the model is an encoder; it serves /v1/embeddings only"));
+  if (!S.rt->causal())
+    return send_error(S, res, invalid_request("the model is an encoder; it serves /v1/embeddings only"));
   std::vector<int32_t> ids;
-  if (auto* text = std::get_if<std::string>(&r.prompt)) ids = S.tok->encode(*text, /*add_special=*/true, /*parse_special=*/true);
-  else ids = std::get<std::vector<int32_t>>(r.prompt);
+  if (auto* text = std::get_if<std::string>(&r.prompt))
+    ids = S.tok->encode(*text, /*add_special=*/true, /*parse_special=*/true);
+  else
+    ids = std::get<std::vector<int32_t>>(r.prompt);
   generate(S, res, false, std::move(ids), r.gen);
 }
 
@@ -227,12 +251,17 @@ void handle_embeddings(State& S, const httplib::Request& req, httplib::Response&
   auto parsed = parse_embedding_request(*body, S.model_name);
   if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(S, res, *e);
   auto& r = std::get<EmbeddingRequest>(parsed);
-  if (S.rt->causal()) return send_error(S, res, invalid_request("the model is a decoder; /v1/embeddings needs an encoder model (BERT)"));
+  if (S.rt->causal())
+    return send_error(
+        S, res, invalid_request("the model is a decoder; /v1/embeddings needs an encoder model (BERT)"));
   std::vector<std::vector<int32_t>> inputs;
   int64_t n_tokens = 0;
   for (auto& in : r.inputs) {
     if (auto* text = std::get_if<std::string>(&in)) {
-      if (!S.tok) return send_error(S, res, {400, "the model has no tokenizer; send token ids", "invalid_request_error", "input", ""});
+      if (!S.tok)
+        return send_error(
+            S, res,
+            {400, "the model has no tokenizer; send token ids", "invalid_request_error", "input", ""});
       inputs.push_back(S.tok->encode(*text, /*add_special=*/true, /*parse_special=*/false));
     } else {
       inputs.push_back(std::move(std::get<std::vector<int32_t>>(in)));
@@ -240,17 +269,22 @@ void handle_embeddings(State& S, const httplib::Request& req, httplib::Response&
     n_tokens += static_cast<int64_t>(inputs.back().size());
   }
   auto vecs = S.sched->embed(std::move(inputs), S.rt->default_embed_options());
-  if (!vecs.ok()) return send_error(S, res, {400, vecs.status().message(), "invalid_request_error", "input", ""});
+  if (!vecs.ok())
+    return send_error(S, res, {400, vecs.status().message(), "invalid_request_error", "input", ""});
   json data = json::array();
   for (size_t i = 0; i < vecs->size(); ++i) {
     const std::vector<float>& v = (*vecs)[i];
     json e = {{"object", "embedding"}, {"index", i}};
-    if (r.base64) e["embedding"] = base64_encode(v.data(), v.size() * sizeof(float));
-    else e["embedding"] = v;
+    if (r.base64)
+      e["embedding"] = base64_encode(v.data(), v.size() * sizeof(float));
+    else
+      e["embedding"] = v;
     data.push_back(std::move(e));
   }
   send_json(res, 200,
-            {{"object", "list"}, {"data", data}, {"model", S.model_name},
+            {{"object", "list"},
+             {"data", data},
+             {"model", S.model_name},
              {"usage", {{"prompt_tokens", n_tokens}, {"total_tokens", n_tokens}}}});
 }
 
@@ -299,8 +333,8 @@ int run_server(const ServerOptions& opt) {
   httplib::Server svr;
   // Each streaming response holds an HTTP thread while it runs: enough for every running and
   // queued request, plus a few for /health and /metrics.
-  const size_t n_threads = static_cast<size_t>(
-      std::min<int64_t>(2048, opt.runtime.max_seqs + opt.scheduler.max_queue + 16));
+  const size_t n_threads =
+      static_cast<size_t>(std::min<int64_t>(2048, opt.runtime.max_seqs + opt.scheduler.max_queue + 16));
   svr.new_task_queue = [n_threads] { return new httplib::ThreadPool(n_threads); };
   svr.set_payload_max_length(64u << 20);
   svr.set_keep_alive_timeout(2);
@@ -309,8 +343,9 @@ int run_server(const ServerOptions& opt) {
     const bool api = req.path.rfind("/v1/", 0) == 0;
     if (api && !S.opt.api_key.empty() && req.get_header_value("Authorization") != "Bearer " + S.opt.api_key) {
       if (S.sched) S.sched->note_rejected();
-      send_json(res, 401, error_body({401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
-                                      "invalid_request_error", "", "invalid_api_key"}));
+      send_json(res, 401,
+                error_body({401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
+                            "invalid_request_error", "", "invalid_api_key"}));
       return httplib::Server::HandlerResponse::Handled;
     }
     if (api && !S.ready.load()) {
@@ -320,8 +355,10 @@ int run_server(const ServerOptions& opt) {
     return httplib::Server::HandlerResponse::Unhandled;
   });
   svr.Get("/health", [&S](const httplib::Request&, httplib::Response& res) {
-    if (S.ready.load()) send_json(res, 200, {{"status", "ok"}});
-    else send_json(res, 503, {{"status", "loading"}});
+    if (S.ready.load())
+      send_json(res, 200, {{"status", "ok"}});
+    else
+      send_json(res, 503, {{"status", "loading"}});
   });
   svr.Get("/metrics", [&S](const httplib::Request&, httplib::Response& res) {
     res.set_content(S.ready.load() ? prometheus_text(S.sched->stats()) : std::string(),
@@ -336,12 +373,17 @@ int run_server(const ServerOptions& opt) {
                                       {"owned_by", "ferrum"},
                                       {"max_model_len", S.rt->kv_capacity()}}})}});
   });
-  svr.Post("/v1/chat/completions", [&S](const httplib::Request& req, httplib::Response& res) { handle_chat(S, req, res); });
-  svr.Post("/v1/completions", [&S](const httplib::Request& req, httplib::Response& res) { handle_completion(S, req, res); });
-  svr.Post("/v1/embeddings", [&S](const httplib::Request& req, httplib::Response& res) { handle_embeddings(S, req, res); });
+  svr.Post("/v1/chat/completions",
+           [&S](const httplib::Request& req, httplib::Response& res) { handle_chat(S, req, res); });
+  svr.Post("/v1/completions",
+           [&S](const httplib::Request& req, httplib::Response& res) { handle_completion(S, req, res); });
+  svr.Post("/v1/embeddings",
+           [&S](const httplib::Request& req, httplib::Response& res) { handle_embeddings(S, req, res); });
   svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404 && res.body.empty())
-      send_json(res, 404, error_body({404, fmt::format("no route {} {}", req.method, req.path), "invalid_request_error", "", ""}));
+      send_json(res, 404,
+                error_body({404, fmt::format("no route {} {}", req.method, req.path), "invalid_request_error",
+                            "", ""}));
   });
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown error";
@@ -355,13 +397,15 @@ int run_server(const ServerOptions& opt) {
   });
 
   // Port 0 lets the system pick a free port; the log line names the one bound.
-  const int port = opt.port == 0 ? svr.bind_to_any_port(opt.host) : (svr.bind_to_port(opt.host, opt.port) ? opt.port : -1);
+  const int port =
+      opt.port == 0 ? svr.bind_to_any_port(opt.host) : (svr.bind_to_port(opt.host, opt.port) ? opt.port : -1);
   if (port <= 0) {
     std::fprintf(stderr, "error: cannot listen on %s:%d\n", opt.host.c_str(), opt.port);
     return 1;
   }
   std::thread http([&svr] { svr.listen_after_bind(); });
-  log_line(fmt::format("ferrum serve: listening on http://{}:{} (loading {})", opt.host, port, opt.model_path));
+  log_line(
+      fmt::format("ferrum serve: listening on http://{}:{} (loading {})", opt.host, port, opt.model_path));
 
   const auto t0 = Clock::now();
   if (Status st = load(S); !st.ok()) {
@@ -371,17 +415,18 @@ int run_server(const ServerOptions& opt) {
     return 1;
   }
   S.ready.store(true);
-  log_line(fmt::format("ferrum serve: model '{}' ready in {:.1f} s ({}; context {} tokens, {} KV blocks, "
-                       "max {} sequences, {} tokens per step)",
-                       S.model_name, std::chrono::duration<double>(Clock::now() - t0).count(),
-                       S.rt->backend_description(), S.rt->kv_capacity(), S.rt->kv_total_blocks(), opt.runtime.max_seqs,
-                       S.rt->max_step_tokens()));
+  log_line(fmt::format(
+      "ferrum serve: model '{}' ready in {:.1f} s ({}; context {} tokens, {} KV blocks, "
+      "max {} sequences, {} tokens per step)",
+      S.model_name, std::chrono::duration<double>(Clock::now() - t0).count(), S.rt->backend_description(),
+      S.rt->kv_capacity(), S.rt->kv_total_blocks(), opt.runtime.max_seqs, S.rt->max_step_tokens()));
 
   int sig = 0;
   sigwait(&sigs, &sig);
   const SchedulerStats st = S.sched->stats();
   log_line(fmt::format("ferrum serve: {} received; finishing {} running and {} queued requests (up to {} s)",
-                       sig == SIGINT ? "SIGINT" : "SIGTERM", st.running, st.queue_depth, opt.shutdown_timeout_s));
+                       sig == SIGINT ? "SIGINT" : "SIGTERM", st.running, st.queue_depth,
+                       opt.shutdown_timeout_s));
   S.sched->drain(std::chrono::milliseconds(static_cast<int64_t>(opt.shutdown_timeout_s * 1000)));
   svr.stop();
   http.join();

@@ -18,8 +18,8 @@ struct ServerOptions {
   std::string model_path;
   std::string host = "127.0.0.1";
   int port = 8080;
-  std::string api_key;            // Bearer token required on /v1/* when set
-  std::string served_model_name;  // default: the model file or folder name without extension
+  std::string api_key;             // Bearer token required on /v1/* when set
+  std::string served_model_name;   // default: the model file or folder name without extension
   std::string chat_template_path;  // overrides the model's template
   RuntimeConfig runtime;
   SchedulerConfig scheduler;

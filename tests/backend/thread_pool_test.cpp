@@ -21,7 +21,8 @@ void check_job(ThreadPool& pool, int64_t n) {
     hits[static_cast<size_t>(i)].fetch_add(1);
   });
   EXPECT_FALSE(bad_thread.load());
-  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "task " << i << " of " << n;
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "task " << i << " of " << n;
 }
 
 TEST(ThreadPool, EveryTaskRunsOnceAcrossManyJobs) {

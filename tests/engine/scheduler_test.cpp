@@ -23,7 +23,8 @@ std::string backend() {
   return env.ok() ? env->backend : "cpu";
 }
 
-Loaded load(const std::string& rel, int64_t max_seqs, int64_t kv_blocks, int64_t step_tokens, int64_t ctx = 512) {
+Loaded load(const std::string& rel, int64_t max_seqs, int64_t kv_blocks, int64_t step_tokens,
+            int64_t ctx = 512) {
   RuntimeConfig cfg;
   cfg.backend = backend();
   cfg.max_seqs = max_seqs;
@@ -137,8 +138,11 @@ TEST_P(Batching, OutputsAreIdenticalAloneAndBatched) {
 
 // F32 weights, and a Q4_K/Q6_K mix whose activations are quantized per token.
 INSTANTIATE_TEST_SUITE_P(Models, Batching,
-                         ::testing::Values("models/stories260K.gguf", "fixtures/gguf/synth/synth-llama-q4_k_m-mix.gguf"),
-                         [](const auto& info) { return info.index == 0 ? std::string("f32") : std::string("q4_k_m"); });
+                         ::testing::Values("models/stories260K.gguf",
+                                           "fixtures/gguf/synth/synth-llama-q4_k_m-mix.gguf"),
+                         [](const auto& info) {
+                           return info.index == 0 ? std::string("f32") : std::string("q4_k_m");
+                         });
 
 TEST(Scheduler, CancelledRequestsFreeTheirBlocks) {
   const std::string model = "models/stories260K.gguf";

@@ -8,7 +8,8 @@
 namespace ferrum::cli {
 
 void add_serve(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API with continuous batching");
+  auto* cmd = app.add_subcommand("serve",
+                                 "Serve a model over an OpenAI-compatible HTTP API with continuous batching");
   struct Opts {
     server::ServerOptions server;
     int64_t max_queue = 256;
@@ -19,10 +20,14 @@ void add_serve(CLI::App& app, int& exit_code) {
   cmd->add_option("-m,--model", o->server.model_path,
                   "GGUF file or Hugging Face folder (default: $FERRUM_MODEL, else the cached Gemma 3 270M)");
   cmd->add_option("--host", o->server.host, "Address to listen on")->capture_default_str();
-  cmd->add_option("--port", o->server.port, "Port to listen on")->capture_default_str()->check(CLI::Range(0, 65535));
+  cmd->add_option("--port", o->server.port, "Port to listen on")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", o->server.api_key, "Require 'Authorization: Bearer KEY' on /v1/*");
-  cmd->add_option("--served-model-name", o->server.served_model_name, "Model name in the API (default: the file name)");
-  cmd->add_option("--chat-template", o->server.chat_template_path, "Jinja chat template file (overrides the model's)");
+  cmd->add_option("--served-model-name", o->server.served_model_name,
+                  "Model name in the API (default: the file name)");
+  cmd->add_option("--chat-template", o->server.chat_template_path,
+                  "Jinja chat template file (overrides the model's)");
   cmd->add_option("--max-queue", o->max_queue, "Requests that may wait for admission; more get HTTP 429")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));

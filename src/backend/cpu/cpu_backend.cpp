@@ -9,8 +9,8 @@
 namespace ferrum {
 
 namespace {
-const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
-                              DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                              DType::Q4_1, DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 }  // namespace
 
@@ -36,7 +36,8 @@ void CpuBackend::embed(const Tensor& table, const int32_t* ids, Tensor out) {
 
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor out) {
   const float* wr = w.row<float>(0);
-  for_each_row(x.rows(), 4, [&](int64_t r) { ops_.rms_norm(x.row<float>(r), wr, eps, out.row<float>(r), x.cols()); });
+  for_each_row(x.rows(), 4,
+               [&](int64_t r) { ops_.rms_norm(x.row<float>(r), wr, eps, out.row<float>(r), x.cols()); });
 }
 
 void CpuBackend::add_rms_norm(Tensor x, const Tensor& y, const Tensor& w, float eps, Tensor out) {
@@ -144,15 +145,16 @@ void CpuBackend::rope(Tensor x, int64_t n_heads, const RopeParams& p, const int3
   });
 }
 
-void CpuBackend::kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v, const int32_t* slots) {
+void CpuBackend::kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
+                          const int32_t* slots) {
   for (int64_t t = 0; t < k.rows(); ++t) {
     std::memcpy(k_cache.row<float>(slots[t]), k.row<float>(t), static_cast<size_t>(k.cols()) * sizeof(float));
     std::memcpy(v_cache.row<float>(slots[t]), v.row<float>(t), static_cast<size_t>(v.cols()) * sizeof(float));
   }
 }
 
-void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionLayout& L,
-                           const AttentionParams& p, Tensor out) {
+void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                           const AttentionLayout& L, const AttentionParams& p, Tensor out) {
   const int64_t group = p.n_heads / p.n_kv_heads;
   const int64_t hd = p.head_dim;
   const int64_t bs = L.block_size;

@@ -28,7 +28,8 @@ class CpuBackend : public HostMemoryBackend {
   void add_bias(Tensor x, const Tensor& bias) override;
   void matmul(const Tensor& x, const Tensor& w, Tensor out) override;
   void rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) override;
-  void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v, const int32_t* slots) override;
+  void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
+                const int32_t* slots) override;
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionLayout& layout,
                  const AttentionParams& p, Tensor out) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor out) override;

@@ -41,8 +41,10 @@ void ThreadPool::worker(int thread) {
     uint64_t e;
     int spins = 0;
     while ((e = epoch_.load(std::memory_order_acquire)) == seen) {
-      if (++spins < kSpin) _mm_pause();
-      else epoch_.wait(seen, std::memory_order_acquire);
+      if (++spins < kSpin)
+        _mm_pause();
+      else
+        epoch_.wait(seen, std::memory_order_acquire);
     }
     if (stop_.load()) return;
     seen = e;
@@ -54,7 +56,8 @@ void ThreadPool::work(uint64_t epoch, int thread) {
   uint64_t t = ticket_.load(std::memory_order_acquire);
   while (true) {
     if (epoch_of(t) != epoch || next_of(t) >= count_of(t)) return;
-    if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+      continue;
     const auto n = static_cast<int64_t>(count_of(t));
     (*fn_)(static_cast<int64_t>(next_of(t)), thread);
     if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n) done_.notify_one();
@@ -83,8 +86,10 @@ void ThreadPool::parallel_for(int64_t n_tasks, const std::function<void(int64_t,
     int spins = 0;
     int64_t d;
     while ((d = done_.load(std::memory_order_acquire)) < n) {
-      if (++spins < kSpin) _mm_pause();
-      else done_.wait(d, std::memory_order_acquire);
+      if (++spins < kSpin)
+        _mm_pause();
+      else
+        done_.wait(d, std::memory_order_acquire);
     }
   }
 }
