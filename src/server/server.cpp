@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <httplib.h>
 #include <pthread.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <csignal>
@@ -396,6 +397,13 @@ int run_server(const ServerOptions& opt) {
     send_json(res, 500, error_body({500, "internal error: " + what, "server_error", "", ""}));
   });
 
+  // Debian's cpp-httplib listens with a compiled-in backlog of 5, which drops or resets bursts of new
+  // connections (64 clients starting at once); listen() again on the bound socket raises it.
+  int listen_fd = -1;
+  svr.set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
   // Port 0 lets the system pick a free port; the log line names the one bound.
   const int port =
       opt.port == 0 ? svr.bind_to_any_port(opt.host) : (svr.bind_to_port(opt.host, opt.port) ? opt.port : -1);
@@ -403,6 +411,7 @@ int run_server(const ServerOptions& opt) {
     std::fprintf(stderr, "error: cannot listen on %s:%d\n", opt.host.c_str(), opt.port);
     return 1;
   }
+  if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
   std::thread http([&svr] { svr.listen_after_bind(); });
   log_line(
       fmt::format("ferrum serve: listening on http://{}:{} (loading {})", opt.host, port, opt.model_path));
