@@ -12,7 +12,8 @@ BUILD=${BUILD:-$ROOT/build-cuda-device}
 MODELS=${MODELS:-/tmp/ferrum-models}
 CONC=${1:-64}
 mkdir -p "$OUT" "$MODELS"
-# nsys from PATH, else the copy some images ship inside Nsight Compute.
+# nsys from PATH, else the copy some images ship inside Nsight Compute (on the lent H200 image that copy
+# has no importer: it writes only serve.qdstrm and the stats step finds nothing).
 NSYS_BIN=${NSYS_BIN:-$(command -v nsys || ls /opt/nvidia/nsight-*/*/host/target-linux-x64/nsys 2>/dev/null | head -1)}
 [ -n "$NSYS_BIN" ] || { echo "nsys not found" | tee "$OUT/summary.txt"; exit 1; }
 M=$MODELS/qwen3-0.6b-q4_k_m.gguf
