@@ -5,6 +5,13 @@
 
 namespace ferrum {
 
+std::vector<int32_t> end_of_generation_ids(const Tokenizer& tok, const ModelConfig& config) {
+  std::vector<int32_t> ids = tok.eos_ids();
+  for (int64_t id : config.eos_ids)
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(static_cast<int32_t>(id));
+  return ids;
+}
+
 void Conversation::clear() {
   cached_.clear();
   rt_.release(seq_);
@@ -35,10 +42,7 @@ Result<GenerateResult> Conversation::generate(std::span<const int32_t> prompt, c
   FERRUM_TRY(sampler.add_prompt(prompt));
   StopConfig sc;
   if (!opt.ignore_eos) {
-    sc.eos_ids = tok_.eos_ids();
-    for (int64_t id : rt_.config().eos_ids)
-      if (std::find(sc.eos_ids.begin(), sc.eos_ids.end(), id) == sc.eos_ids.end())
-        sc.eos_ids.push_back(static_cast<int32_t>(id));
+    sc.eos_ids = end_of_generation_ids(tok_, rt_.config());
   }
   sc.stop_strings = opt.stop;
   sc.max_tokens = opt.max_tokens;

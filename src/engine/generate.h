@@ -34,6 +34,9 @@ struct GenerateResult {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
+// Ids that end a generation: the tokenizer's EOS / end-of-turn ids and the model config's eos ids.
+std::vector<int32_t> end_of_generation_ids(const Tokenizer& tok, const ModelConfig& config);
+
 class Conversation {
  public:
   Conversation(Runtime& rt, const Tokenizer& tok, int64_t seq) : rt_(rt), tok_(tok), seq_(seq) {}

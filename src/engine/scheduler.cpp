@@ -74,10 +74,7 @@ Scheduler::Scheduler(Runtime& rt, const Tokenizer* tok, SchedulerConfig cfg) : r
   max_seqs_ = rt_.runtime_config().max_seqs;
   step_tokens_ = rt_.max_step_tokens();
   step_outputs_ = rt_.max_step_outputs();
-  if (tok_) eos_ids_ = tok_->eos_ids();
-  for (int64_t id : rt_.config().eos_ids)
-    if (std::find(eos_ids_.begin(), eos_ids_.end(), id) == eos_ids_.end())
-      eos_ids_.push_back(static_cast<int32_t>(id));
+  if (tok_) eos_ids_ = end_of_generation_ids(*tok_, rt_.config());
   kv_free_ = rt_.kv_free_blocks();
   thread_ = std::thread([this] { loop(); });
 }

@@ -59,24 +59,24 @@ void ThreadPool::work(uint64_t epoch, int thread) {
     if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire))
       continue;
     const auto n = static_cast<int64_t>(count_of(t));
-    (*fn_)(static_cast<int64_t>(next_of(t)), thread);
+    fn_.call(fn_.fn, task_base_ + static_cast<int64_t>(next_of(t)), thread);
     if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n) done_.notify_one();
     t = ticket_.load(std::memory_order_acquire);
   }
 }
 
-void ThreadPool::parallel_for(int64_t n_tasks, const std::function<void(int64_t, int)>& fn) {
+void ThreadPool::run(int64_t n_tasks, TaskRef fn) {
   if (n_tasks <= 0) return;
   if (n_threads_ == 1 || n_tasks == 1) {
-    for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
+    for (int64_t i = 0; i < n_tasks; ++i) fn.call(fn.fn, i, 0);
     return;
   }
   // Larger jobs run as consecutive jobs of at most kMaxTasks tasks.
   for (int64_t base = 0; base < n_tasks; base += kMaxTasks) {
     const int64_t n = std::min(kMaxTasks, n_tasks - base);
-    const std::function<void(int64_t, int)> shifted = [&](int64_t i, int thread) { fn(base + i, thread); };
     const uint64_t e = epoch_.load(std::memory_order_relaxed) + 1;  // only this thread writes epoch_
-    fn_ = base == 0 && n == n_tasks ? &fn : &shifted;
+    fn_ = fn;
+    task_base_ = base;
     done_.store(0, std::memory_order_relaxed);
     // Publishing the ticket makes fn_ and done_ visible to any thread that claims a task of it.
     ticket_.store(pack(e & kEpochMask, static_cast<uint64_t>(n), 0), std::memory_order_release);

@@ -16,7 +16,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <thread>
 #include <vector>
 
@@ -34,13 +33,22 @@ class ThreadPool {
 
   // Runs fn(task, thread) for every task in [0, n_tasks) and returns when all have finished;
   // `thread` in [0, size()) identifies the running thread (for per-thread scratch). Not reentrant:
-  // one caller at a time, and fn must not call parallel_for.
-  void parallel_for(int64_t n_tasks, const std::function<void(int64_t, int)>& fn);
+  // one caller at a time, and fn must not call parallel_for. fn is called through a plain pointer
+  // (no std::function: a decode step starts hundreds of jobs and none may allocate).
+  template <class F>
+  void parallel_for(int64_t n_tasks, const F& fn) {
+    run(n_tasks, {&fn, [](const void* f, int64_t i, int t) { (*static_cast<const F*>(f))(i, t); }});
+  }
 
   // The largest n_tasks one call takes.
   static constexpr int64_t kMaxTasks = (int64_t{1} << 20) - 1;
 
  private:
+  struct TaskRef {
+    const void* fn;
+    void (*call)(const void* fn, int64_t task, int thread);
+  };
+  void run(int64_t n_tasks, TaskRef fn);
   void worker(int thread);
   // Claims and runs tasks of job `epoch` until none is left (or the job is no longer current).
   void work(uint64_t epoch, int thread);
@@ -53,7 +61,8 @@ class ThreadPool {
   std::atomic<uint64_t> ticket_{0};
   std::atomic<uint64_t> epoch_{0};  // jobs started (its low 24 bits are the job's epoch); workers sleep on it
   std::atomic<int64_t> done_{0};    // tasks of the current job finished
-  const std::function<void(int64_t, int)>* fn_ = nullptr;  // stable while the job has unclaimed tasks
+  TaskRef fn_{};                    // stable while the job has unclaimed tasks
+  int64_t task_base_ = 0;  // task numbers of the current job start here (jobs over kMaxTasks are split)
   std::atomic<bool> stop_{false};
 };
 
