@@ -2,10 +2,10 @@
 //   * read bandwidth of a plain streaming sum (the ceiling for decode),
 //   * decode (1 token) GB/s of weights streamed, with rows split over 1 and 2 OpenMP threads as the
 //     CPU backend splits them,
-//   * prefill (128 tokens) GFLOP/s, activation quantization included.
+//   * prefill (128 tokens unless told) GFLOP/s, activation quantization included.
 // Weights are spread over enough copies (>= 512 MB) that every decode pass reads from DRAM.
 //
-//   bench_kernels [--types q4_K,q8_0,...] [--seconds S]
+//   bench_kernels [--types q4_K,q8_0,...] [--seconds S] [--prefill-tokens N] [--shapes RxK,...]
 #include <omp.h>
 #include <strings.h>
 
@@ -101,7 +101,7 @@ struct Shape {
   int64_t rows, k;
 };
 
-void bench_type(DType type, const std::vector<Shape>& shapes, double budget, double bw2) {
+void bench_type(DType type, const std::vector<Shape>& shapes, int64_t max_tokens, double budget, double bw2) {
   const ferrum::quant::MatmulKernel* kern = ferrum::quant::best_matmul_kernel(type);
   if (kern == nullptr) return;
   std::mt19937 rng(1);
@@ -113,7 +113,6 @@ void bench_type(DType type, const std::vector<Shape>& shapes, double budget, dou
     fill_weights(type, w.get(), mat_bytes, rng);
     for (size_t c = 1; c < copies; ++c) std::memcpy(w.get() + c * mat_bytes, w.get(), mat_bytes);
 
-    const int64_t max_tokens = 128;
     std::vector<float> x(static_cast<size_t>(max_tokens * s.k));
     std::normal_distribution<float> normal(0.f, 1.f);
     for (auto& v : x) v = normal(rng);
@@ -159,7 +158,8 @@ void bench_type(DType type, const std::vector<Shape>& shapes, double budget, dou
       std::printf("%-6s %5lld x %-5lld  %dT  decode %7.1f us %6.1f GB/s", ferrum::dtype_name(type),
                   static_cast<long long>(s.rows), static_cast<long long>(s.k), threads, td * 1e6, gbs);
       if (threads == 2) std::printf(" (%3.0f%% of read bw)", 100.0 * gbs / bw2);
-      std::printf("   prefill-128 %7.1f GFLOP/s   [%s]\n", gflops, kern->name);
+      std::printf("   prefill-%lld %7.1f GFLOP/s   [%s]\n", static_cast<long long>(max_tokens), gflops,
+                  kern->name);
       std::fflush(stdout);
     }
   }
@@ -171,10 +171,24 @@ int main(int argc, char** argv) {
   std::vector<DType> types = {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q5_K, DType::Q4_0,
                               DType::Q4_1, DType::Q5_0, DType::F16,  DType::BF16, DType::F32};
   double budget = 0.5;
+  int64_t prefill_tokens = 128;
+  std::vector<Shape> shapes = {{2048, 2048}, {8192, 2048}, {2048, 8192}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--seconds" && i + 1 < argc) {
       budget = std::atof(argv[++i]);
+    } else if (a == "--prefill-tokens" && i + 1 < argc) {
+      prefill_tokens = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--shapes" && i + 1 < argc) {
+      shapes.clear();
+      for (const char* p = argv[++i]; *p != 0;) {
+        char* end = nullptr;
+        const int64_t r = std::strtoll(p, &end, 10);
+        const int64_t k = *end == 'x' ? std::strtoll(end + 1, &end, 10) : 0;
+        if (r <= 0 || k <= 0) break;
+        shapes.push_back({r, k});
+        p = *end == ',' ? end + 1 : end;
+      }
     } else if (a == "--types" && i + 1 < argc) {
       types.clear();
       std::string list = argv[++i];
@@ -189,13 +203,14 @@ int main(int argc, char** argv) {
         pos = end + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_kernels [--types q4_K,q8_0,...] [--seconds S]\n");
+      std::fprintf(stderr,
+                   "usage: bench_kernels [--types q4_K,q8_0,...] [--seconds S] [--prefill-tokens N] "
+                   "[--shapes RxK,...]\n");
       return 2;
     }
   }
   const double bw1 = read_bandwidth(1, budget), bw2 = read_bandwidth(2, budget);
   std::printf("read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n", bw1, bw2);
-  const std::vector<Shape> shapes = {{2048, 2048}, {8192, 2048}, {2048, 8192}};
-  for (DType t : types) bench_type(t, shapes, budget, bw2);
+  for (DType t : types) bench_type(t, shapes, prefill_tokens, budget, bw2);
   return 0;
 }

@@ -47,13 +47,19 @@ void run_tiles(const uint8_t* w, size_t w_row_bytes, const void* act, size_t act
       tile_table<Tile, TMax>(std::make_integer_sequence<int, std::max(RDecode, RMax)>());
   const int64_t rstep = n_tokens == 1 ? RDecode : RMax;
   const auto* a = static_cast<const uint8_t*>(act);
-  for (int64_t r0 = 0; r0 < n_rows; r0 += rstep) {
-    const int64_t nr = std::min(rstep, n_rows - r0);
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += TMax) {
-      const int64_t nt = std::min<int64_t>(TMax, n_tokens - t0);
-      const TileArgs args{w + r0 * w_row_bytes, w_row_bytes, a + t0 * act_row_bytes, act_row_bytes, k,
-                          y + t0 * ldy + r0,    ldy};
-      table[nr - 1][nt - 1](args);
+  // Long prefills: token blocks whose activations fit in half of a 1 MB L2, each meeting all rows.
+  const int64_t block = std::max<int64_t>(
+      TMax, static_cast<int64_t>((size_t{512} << 10) / std::max<size_t>(act_row_bytes, 1)) / TMax * TMax);
+  for (int64_t b0 = 0; b0 < n_tokens; b0 += block) {
+    const int64_t b1 = std::min(n_tokens, b0 + block);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += rstep) {
+      const int64_t nr = std::min(rstep, n_rows - r0);
+      for (int64_t t0 = b0; t0 < b1; t0 += TMax) {
+        const int64_t nt = std::min<int64_t>(TMax, b1 - t0);
+        const TileArgs args{w + r0 * w_row_bytes, w_row_bytes, a + t0 * act_row_bytes, act_row_bytes, k,
+                            y + t0 * ldy + r0,    ldy};
+        table[nr - 1][nt - 1](args);
+      }
     }
   }
 }

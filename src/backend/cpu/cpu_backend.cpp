@@ -156,44 +156,52 @@ void CpuBackend::kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const
 void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                            const AttentionLayout& L, const AttentionParams& p, Tensor out) {
   const int64_t group = p.n_heads / p.n_kv_heads;
-  const int64_t hd = p.head_dim;
-  const int64_t bs = L.block_size;
-  // One (token, head) pair per task; each keeps an online softmax (running max m, sum l) over the
-  // key blocks of its sequence, so no score buffer of context length is needed.
-  pool_.parallel_for(L.n_tokens * p.n_heads, [&](int64_t task, int) {
-    const int64_t t = task / p.n_heads, h = task % p.n_heads;
-    {
-      const int32_t* table = L.block_tables + L.seq_index[t] * L.max_blocks;
-      const int64_t end = L.kv_end[t];
-      const int64_t first = p.window > 0 ? std::max<int64_t>(0, end - p.window) : 0;
-      const float* qh = q.row<float>(t) + h * hd;
-      const int64_t koff = (h / group) * hd;
-      float* o = out.row<float>(t) + h * hd;
-      std::fill(o, o + hd, 0.0f);
-      float m = -INFINITY, l = 0.0f;
-      float s[64];
-      for (int64_t j0 = first, j1; j0 < end; j0 = j1) {
-        j1 = std::min(end, (j0 / 64 + 1) * 64);
-        float bm = -INFINITY;
-        for (int64_t j = j0; j < j1; ++j) {
-          const int64_t slot = int64_t(table[j / bs]) * bs + j % bs;
-          s[j - j0] = ops_.dot(qh, k_cache.row<float>(slot) + koff, hd) * p.scale;
-          bm = std::max(bm, s[j - j0]);
-        }
-        const float m_new = std::max(m, bm);
-        const float corr = std::exp(m - m_new);
-        if (l > 0.0f) ops_.scale(o, corr, hd);
-        l *= corr;
-        for (int64_t j = j0; j < j1; ++j) {
-          const float e = std::exp(s[j - j0] - m_new);
-          l += e;
-          const int64_t slot = int64_t(table[j / bs]) * bs + j % bs;
-          ops_.axpy(e, v_cache.row<float>(slot) + koff, o, hd);
-        }
-        m = m_new;
-      }
-      ops_.scale(o, 1.0f / l, hd);
-    }
+  // Tiles: up to `tile_tokens` consecutive tokens of one sequence times the query heads of one KV
+  // head (rows <= kMaxTaskRows). When that gives fewer than two tasks per thread (decoding one
+  // sequence), the heads of a group are split too.
+  const int64_t tile_tokens = std::max<int64_t>(1, std::min<int64_t>(16, cpu::kMaxTaskRows / group));
+  attn_tiles_.clear();
+  for (int64_t t0 = 0; t0 < L.n_tokens;) {
+    int64_t t1 = t0 + 1;
+    while (t1 < L.n_tokens && t1 - t0 < tile_tokens && L.seq_index[t1] == L.seq_index[t0]) ++t1;
+    attn_tiles_.push_back({t0, t1});
+    t0 = t1;
+  }
+  const int64_t per_kv_head = static_cast<int64_t>(attn_tiles_.size()) * p.n_kv_heads;
+  const int64_t min_split = (group * tile_tokens + cpu::kMaxTaskRows - 1) / cpu::kMaxTaskRows;
+  const int64_t want_split = (2 * threads_ + per_kv_head - 1) / per_kv_head;
+  const int64_t head_split = std::clamp<int64_t>(std::max(min_split, want_split), 1, group);
+  const int64_t heads_per_task = (group + head_split - 1) / head_split;
+  const int64_t tasks_per_tile = p.n_kv_heads * head_split;
+  const int64_t q_stride = static_cast<int64_t>(q.row_stride() / sizeof(float));
+  const int64_t out_stride = static_cast<int64_t>(out.row_stride() / sizeof(float));
+  const int64_t kv_stride = static_cast<int64_t>(k_cache.row_stride() / sizeof(float));
+  pool_.parallel_for(static_cast<int64_t>(attn_tiles_.size()) * tasks_per_tile, [&](int64_t task, int) {
+    const AttnTile& tile = attn_tiles_[static_cast<size_t>(task / tasks_per_tile)];
+    const int64_t kvh = task % tasks_per_tile / head_split, part = task % head_split;
+    const int64_t h0 = kvh * group + part * heads_per_task;
+    const int64_t h1 = std::min((kvh + 1) * group, h0 + heads_per_task);
+    if (h0 >= h1) return;
+    cpu::AttendTask a;
+    a.q = q.row<float>(0);
+    a.q_stride = q_stride;
+    a.out = out.row<float>(0);
+    a.out_stride = out_stride;
+    a.k_cache = k_cache.row<float>(0);
+    a.v_cache = v_cache.row<float>(0);
+    a.kv_stride = kv_stride;
+    a.table = L.block_tables + L.seq_index[tile.t0] * L.max_blocks;
+    a.block_size = L.block_size;
+    a.kv_end = L.kv_end;
+    a.t_begin = tile.t0;
+    a.t_end = tile.t1;
+    a.h_begin = h0;
+    a.h_end = h1;
+    a.head_dim = p.head_dim;
+    a.kv_offset = kvh * p.head_dim;
+    a.window = p.window;
+    a.scale = p.scale;
+    ops_.attend(a);
   });
 }
 

@@ -81,6 +81,10 @@ class CpuBackend : public HostMemoryBackend {
   std::vector<uint8_t> act_buf_, act_buf2_;
   std::vector<float> task_buf_;
   std::vector<ExpertTask> tasks_;
+  struct AttnTile {
+    int64_t t0, t1;  // consecutive tokens of one sequence
+  };
+  std::vector<AttnTile> attn_tiles_;
   int64_t task_rows_ = 0;  // the row count of the current plan's tasks (the last of an expert may be shorter)
 };
 

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "backend/cpu/attention_kernel.h"
+
 namespace ferrum::cpu {
 
 struct VecOps {
@@ -15,6 +17,7 @@ struct VecOps {
   void (*rms_norm)(const float* x, const float* w, float eps, float* out, int64_t n);
   void (*add)(float* x, const float* y, int64_t n);
   void (*silu_mul)(const float* g, const float* u, float* out, int64_t n);
+  void (*attend)(const AttendTask& task);
 };
 
 const VecOps& vec_ops_generic();
