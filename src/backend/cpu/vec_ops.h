@@ -10,7 +10,6 @@ namespace ferrum::cpu {
 
 struct VecOps {
   const char* isa;
-  float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
   void (*scale)(float* y, float a, int64_t n);
   // out = x * inv_rms(x) * w; returns nothing, reads x once for the sum of squares.

@@ -4,13 +4,6 @@
 // the flags of the including file; the reduction order depends only on n, never on batch shape.
 #pragma once
 
-inline float dot_impl(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 inline void axpy_impl(float a, const float* x, float* y, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
@@ -42,7 +35,7 @@ inline void silu_mul_impl(const float* g, const float* u, float* out, int64_t n)
 
 #define FERRUM_DEFINE_VEC_OPS(fn_name, isa_name, attend_fn)                     \
   const VecOps& fn_name() {                                                     \
-    static const VecOps ops{isa_name,      dot_impl, axpy_impl,     scale_impl, \
-                            rms_norm_impl, add_impl, silu_mul_impl, attend_fn}; \
+    static const VecOps ops{isa_name, axpy_impl,     scale_impl, rms_norm_impl, \
+                            add_impl, silu_mul_impl, attend_fn};                \
     return ops;                                                                 \
   }
