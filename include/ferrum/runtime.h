@@ -81,8 +81,10 @@ class Runtime {
 
   // Reserves KV for `max_tokens` tokens of `seq` now (warm-up), so later steps cannot run out.
   Status prepare(int64_t seq, int64_t max_tokens);
-  // Forgets the sequence's tokens from position n on (its blocks stay reserved for reuse).
-  void truncate(int64_t seq, int64_t n);
+  // Forgets the sequence's tokens from position n on (its blocks stay reserved for reuse) and
+  // returns how many it keeps: n, or 0 when a sliding-window layer's ring has already written over
+  // keys that position n needs (then the caller prefills from the start).
+  int64_t truncate(int64_t seq, int64_t n);
   // Returns the sequence's KV blocks to the pool.
   void release(int64_t seq);
   // Releases every sequence.
@@ -93,6 +95,7 @@ class Runtime {
   int64_t kv_total_blocks() const;
   int64_t kv_block_tokens() const;            // tokens per KV block
   int64_t kv_seq_blocks(int64_t seq) const;   // blocks the sequence holds (reserved included)
+  size_t kv_bytes() const;                    // KV cache memory (pool and sliding-window rings)
   // Tokens one step may hold, and logit rows one step may return.
   int64_t max_step_tokens() const;
   int64_t max_step_outputs() const;

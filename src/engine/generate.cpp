@@ -34,7 +34,7 @@ Result<GenerateResult> Conversation::generate(std::span<const int32_t> prompt, c
   size_t common = 0;
   while (common < cached_.size() && common < prompt.size() && cached_[common] == prompt[common]) ++common;
   if (common == prompt.size()) --common;
-  rt_.truncate(seq_, static_cast<int64_t>(common));
+  common = static_cast<size_t>(rt_.truncate(seq_, static_cast<int64_t>(common)));
   cached_.resize(common);
   res.reused_tokens = static_cast<int64_t>(common);
 

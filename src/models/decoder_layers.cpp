@@ -118,8 +118,9 @@ void attention_forward(Backend& b, const ModelConfig& c, const AttentionWeights&
   }
   b.rope(s.q, c.n_heads, rope, step.layout.positions);
   b.rope(s.k, c.n_kv_heads, rope, step.layout.positions);
-  b.kv_write(kv.k(il), kv.v(il), s.k, s.v, step.slots);
-  b.attention(s.q, kv.k(il), kv.v(il), step.layout, ap, s.out);
+  const bool ring = kv.windowed(il);
+  b.kv_write(kv.k(il), kv.v(il), s.k, s.v, ring ? step.window_slots : step.slots);
+  b.attention(s.q, kv.k(il), kv.v(il), ring ? step.window_layout : step.layout, ap, s.out);
   b.matmul(s.out, w.wo, out_proj);
   if (!w.bo.empty()) b.add_bias(out_proj, w.bo);
 }

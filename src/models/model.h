@@ -21,6 +21,10 @@ struct Step {
   const int32_t* tokens = nullptr;     // [n_tokens]
   const int32_t* slots = nullptr;      // [n_tokens] KV row of each token
   AttentionLayout layout;              // positions, sequences, block tables
+  // The same for layers the KV cache keeps in per-sequence rings (KvCache::windowed); equal to
+  // slots / layout when it keeps none.
+  const int32_t* window_slots = nullptr;
+  AttentionLayout window_layout;
   int64_t n_out = 0;                   // rows that need logits
   const int32_t* out_rows = nullptr;   // [n_out] token indices
 };

@@ -27,10 +27,11 @@ struct Runtime::Impl {
   // Device buffers made at load and reused by every step.
   void* scratch_mem = nullptr;
   size_t scratch_floats = 0;
-  void* index_mem = nullptr;   // tokens, slots, positions, seq_index, out_rows, block tables
+  void* index_mem = nullptr;   // tokens, slots, positions, seq_index, out_rows, block tables (also of rings)
   void* logits_mem = nullptr;
   // Host staging, sized at load.
   std::vector<int32_t> h_tokens, h_slots, h_pos, h_end, h_seq, h_out, h_tables;
+  std::vector<int32_t> h_wslots, h_wtables;  // ring rows / ring block tables of windowed layers
   std::vector<float> h_logits;
   std::vector<float> all_rows;  // all-logits prefill results gathered across chunks
   std::vector<Runtime::Work> work_buf;
@@ -61,13 +62,25 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
 
   const int64_t capacity = cfg.kv_capacity > 0 ? cfg.kv_capacity : std::min<int64_t>(mc.max_position, 4096);
   const int64_t blocks_per_seq = (capacity + KvCache::kBlockSize - 1) / KvCache::kBlockSize;
+  // Sliding-window layers keep a ring per sequence when it is smaller than the context.
+  KvWindow window;
+  const int64_t ring_tokens =
+      (mc.sliding_window + cfg.max_batch_tokens - 1 + KvCache::kBlockSize - 1) / KvCache::kBlockSize * KvCache::kBlockSize;
+  if (im->model->causal() && mc.sliding_window > 0 && ring_tokens < blocks_per_seq * KvCache::kBlockSize &&
+      std::count(mc.sliding_layers.begin(), mc.sliding_layers.end(), true) > 0) {
+    window = {mc.sliding_layers, mc.sliding_window, ring_tokens, std::max<int64_t>(cfg.max_seqs, 1)};
+  }
+  const int64_t pooled_layers =
+      mc.n_layers - std::count(window.layers.begin(), window.layers.end(), true);
   int64_t n_blocks = cfg.kv_blocks > 0 ? cfg.kv_blocks : blocks_per_seq * cfg.max_seqs;
   if (cfg.kv_blocks == 0 && cfg.kv_memory_mib > 0) {
-    // K and V, float32, every layer.
-    const int64_t block_bytes = 2 * mc.n_layers * im->model->kv_dim() * KvCache::kBlockSize * int64_t{sizeof(float)};
+    // K and V, float32, every layer that takes pool blocks.
+    const int64_t block_bytes =
+        2 * std::max<int64_t>(pooled_layers, 1) * im->model->kv_dim() * KvCache::kBlockSize * int64_t{sizeof(float)};
     n_blocks = std::max(blocks_per_seq, std::min(n_blocks, (cfg.kv_memory_mib << 20) / block_bytes));
   }
-  FERRUM_ASSIGN_OR_RETURN(im->kv, KvCache::create(*im->backend, mc.n_layers, im->model->kv_dim(), n_blocks, capacity));
+  FERRUM_ASSIGN_OR_RETURN(
+      im->kv, KvCache::create(*im->backend, mc.n_layers, im->model->kv_dim(), n_blocks, capacity, window));
   Impl& I = *im;
   I.max_tokens = cfg.max_batch_tokens;
   I.width = I.model->output_width();
@@ -78,17 +91,19 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   I.scratch_floats = I.model->scratch_floats(I.max_tokens, I.max_out);
   FERRUM_ASSIGN_OR_RETURN(I.scratch_mem, I.backend->alloc(I.scratch_floats * sizeof(float)));
   const int64_t mb = I.kv->max_blocks_per_seq();
-  const size_t n_index = static_cast<size_t>(5 * I.max_tokens + I.max_out + I.max_step_seqs * mb);
+  const size_t n_index = static_cast<size_t>(6 * I.max_tokens + I.max_out + 2 * I.max_step_seqs * mb);
   FERRUM_ASSIGN_OR_RETURN(I.index_mem, I.backend->alloc(n_index * sizeof(int32_t)));
   FERRUM_ASSIGN_OR_RETURN(I.logits_mem,
                           I.backend->alloc(static_cast<size_t>(I.max_out * I.width) * sizeof(float)));
   I.h_tokens.reserve(static_cast<size_t>(I.max_tokens));
   I.h_slots.reserve(static_cast<size_t>(I.max_tokens));
+  I.h_wslots.reserve(static_cast<size_t>(I.max_tokens));
   I.h_pos.reserve(static_cast<size_t>(I.max_tokens));
   I.h_end.reserve(static_cast<size_t>(I.max_tokens));
   I.h_seq.reserve(static_cast<size_t>(I.max_tokens));
   I.h_out.reserve(static_cast<size_t>(I.max_out));
   I.h_tables.reserve(static_cast<size_t>(I.max_step_seqs * mb));
+  I.h_wtables.reserve(static_cast<size_t>(I.max_step_seqs * mb));
   I.h_logits.resize(static_cast<size_t>(I.max_out * I.width));
   FERRUM_TRY(I.backend->check().with_context(path));
   return std::unique_ptr<Runtime>(new Runtime(std::move(im)));
@@ -113,9 +128,8 @@ Profiler& Runtime::profiler() { return impl_->profiler; }
 Status Runtime::prepare(int64_t seq, int64_t max_tokens) { return impl_->kv->reserve(seq, max_tokens); }
 
 void Runtime::release(int64_t seq) { impl_->kv->release(seq); }
-void Runtime::truncate(int64_t seq, int64_t n) {
-  if (impl_->kv->has(seq) && n < impl_->kv->length(seq)) impl_->kv->set_length(seq, std::max<int64_t>(0, n));
-}
+int64_t Runtime::truncate(int64_t seq, int64_t n) { return impl_->kv->truncate(seq, n); }
+size_t Runtime::kv_bytes() const { return impl_->kv->bytes(); }
 void Runtime::reset() { impl_->kv->reset(); }
 
 Result<LogitsView> Runtime::step(std::span<const Work> work) {
@@ -159,10 +173,19 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
   I.h_seq.clear();
   I.h_out.clear();
   I.h_tables.assign(work.size() * static_cast<size_t>(mb), 0);
+  const bool rings = I.kv->has_rings();
+  I.h_wslots.clear();
+  I.h_wtables.assign(rings ? work.size() * static_cast<size_t>(mb) : 0, 0);
+  const int64_t ring_blocks = I.kv->ring_blocks(), ring_tokens = ring_blocks * KvCache::kBlockSize;
   for (size_t si = 0; si < work.size(); ++si) {
     const Work& w = work[si];
     const std::vector<int32_t>& blocks = I.kv->blocks(w.seq);
     std::copy(blocks.begin(), blocks.end(), I.h_tables.begin() + static_cast<int64_t>(si) * mb);
+    const int64_t ring = rings ? I.kv->ring(w.seq) : 0;
+    // Logical block b of a ring sequence is ring block b mod ring_blocks.
+    for (int64_t b = 0; rings && b < mb; ++b)
+      I.h_wtables[si * static_cast<size_t>(mb) + static_cast<size_t>(b)] =
+          static_cast<int32_t>(ring * ring_blocks + b % ring_blocks);
     for (size_t i = 0; i < w.tokens.size(); ++i) {
       const int64_t p = w.pos + static_cast<int64_t>(i);
       if (w.all_logits || i + 1 == w.tokens.size()) I.h_out.push_back(static_cast<int32_t>(I.h_tokens.size()));
@@ -172,6 +195,7 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
       I.h_seq.push_back(static_cast<int32_t>(si));
       I.h_slots.push_back(blocks[static_cast<size_t>(p / KvCache::kBlockSize)] * static_cast<int32_t>(KvCache::kBlockSize) +
                           static_cast<int32_t>(p % KvCache::kBlockSize));
+      if (rings) I.h_wslots.push_back(static_cast<int32_t>(ring * ring_tokens + p % ring_tokens));
     }
   }
   // One upload of all index arrays, laid out back to back.
@@ -194,6 +218,12 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
   s.layout.n_tokens = n_tokens;
   s.layout.max_blocks = mb;
   s.layout.block_size = KvCache::kBlockSize;
+  s.window_slots = s.slots;
+  s.window_layout = s.layout;
+  if (rings) {
+    s.window_slots = put(I.h_wslots, I.max_tokens);
+    s.window_layout.block_tables = put(I.h_wtables, I.max_step_seqs * mb);
+  }
   s.n_out = n_out;
 
   ScratchArena arena(static_cast<float*>(I.scratch_mem), I.scratch_floats);

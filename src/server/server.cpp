@@ -425,10 +425,11 @@ int run_server(const ServerOptions& opt) {
   }
   S.ready.store(true);
   log_line(fmt::format(
-      "ferrum serve: model '{}' ready in {:.1f} s ({}; context {} tokens, {} KV blocks, "
+      "ferrum serve: model '{}' ready in {:.1f} s ({}; context {} tokens, {} KV blocks, KV {:.0f} MiB, "
       "max {} sequences, {} tokens per step)",
       S.model_name, std::chrono::duration<double>(Clock::now() - t0).count(), S.rt->backend_description(),
-      S.rt->kv_capacity(), S.rt->kv_total_blocks(), opt.runtime.max_seqs, S.rt->max_step_tokens()));
+      S.rt->kv_capacity(), S.rt->kv_total_blocks(), double(S.rt->kv_bytes()) / double(1 << 20),
+      opt.runtime.max_seqs, S.rt->max_step_tokens()));
 
   int sig = 0;
   sigwait(&sigs, &sig);

@@ -85,6 +85,38 @@ TEST_P(HfFixture, LogitsPrefillDecodeGreedyMatchTransformers) {
   }
 }
 
+// Gemma 3's sliding-window layers (window 8 in the fixture) keep a ring per sequence of
+// window + step tokens - 1 rows, rounded to a block. Steps of 4 tokens make that ring 16 rows, so
+// the 42-token case wraps it several times; logits still match transformers and the KV takes a
+// fraction of the memory of full-context layers.
+TEST(HfFixtureRings, SlidingWindowRingsWrapAndMatchTransformers) {
+  const std::string rel = "fixtures/hf/gemma3";
+  FERRUM_REQUIRE_SHARED(rel);
+  RuntimeConfig small, full;
+  small.backend = full.backend = test_backend();
+  small.max_batch_tokens = 4;
+  small.max_seqs = full.max_seqs = 1;
+  full.max_batch_tokens = 512;  // ring of 8 + 511 rows >= the 512-token context: no rings
+  auto r = Runtime::load(shared_path(rel), small);
+  auto plain = Runtime::load(shared_path(rel), full);
+  ASSERT_TRUE(r.ok() && plain.ok());
+  EXPECT_LT(4 * r.value()->kv_bytes(), plain.value()->kv_bytes());
+  auto cases = load_hf_cases(shared_path(rel));
+  ASSERT_FALSE(cases.empty());
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const HfCase& c = cases[ci];
+    SCOPED_TRACE("case" + std::to_string(ci));
+    const float bound = 1e-4f * max_abs(c.logits.data(), c.logits.size());
+    auto pre = prefill_all(*r.value(), c.all_ids);
+    ASSERT_EQ(pre.size(), c.logits.size());
+    EXPECT_LE(max_abs_diff(pre.data(), c.logits.data(), pre.size()), bound);
+    auto dec = decode_all(*r.value(), c.all_ids);
+    ASSERT_EQ(dec.size(), pre.size());
+    EXPECT_LE(max_abs_diff(dec.data(), c.logits.data(), dec.size()), bound);
+    EXPECT_EQ(greedy(*r.value(), c.prompt_ids, c.greedy_ids.size()), c.greedy_ids);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dense, HfFixture, ::testing::Values("llama", "llama3_rope", "qwen2", "qwen3", "gemma3"));
 INSTANTIATE_TEST_SUITE_P(MixtureOfExperts, HfFixture, ::testing::Values("qwen3_moe"));
 
