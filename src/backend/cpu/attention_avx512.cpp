@@ -8,29 +8,12 @@
 #include <limits>
 
 #include "backend/cpu/attention_kernel.h"
+#include "backend/cpu/math_avx512.h"
 
 namespace ferrum::cpu {
 namespace {
 
 alignas(64) const float kZeroRow[kMaxFastHeadDim] = {};
-
-// exp(x) = 2^n * exp(r) with n = round(x / ln 2) and |r| <= ln 2 / 2; Cephes' degree-6 polynomial
-// for exp(r) (about 1 ulp); inputs below -88 give 0 through the scaling.
-inline __m512 exp512(__m512 x) {
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
-  const __m512 n =
-      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
 
 // Lane i of the result = the sum of the lanes of the accumulator for key i. acc[s] must hold key
 // 4 * (s % 4) + s / 4 (the tree below ends with the keys in that transposed order).

@@ -222,12 +222,7 @@ void CpuBackend::gelu_tanh_mul(const Tensor& gate, const Tensor& up, Tensor out)
 }
 
 void CpuBackend::gelu_erf(Tensor x) {
-  for_each_row(x.rows(), 1, [&](int64_t r) {
-    for (int64_t i = 0; i < x.cols(); ++i) {
-      const float v = x.row<float>(r)[i];
-      x.row<float>(r)[i] = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
-    }
-  });
+  for_each_row(x.rows(), 1, [&](int64_t r) { ops_.gelu_erf(x.row<float>(r), x.cols()); });
 }
 
 void CpuBackend::scale(Tensor x, float s) {

@@ -17,7 +17,11 @@ struct VecOps {
   void (*add)(float* x, const float* y, int64_t n);
   void (*silu_mul)(const float* g, const float* u, float* out, int64_t n);
   void (*attend)(const AttendTask& task);
+  void (*gelu_erf)(float* x, int64_t n);  // x = x * (1 + erf(x / sqrt 2)) / 2
 };
+
+// Hand-written AVX-512 row kernels (the others are vec_ops_impl.h compiled per instruction set).
+void gelu_erf_avx512(float* x, int64_t n);
 
 const VecOps& vec_ops_generic();
 const VecOps& vec_ops_avx2();
