@@ -93,9 +93,25 @@ for q in ${QUANTS:-Q4_K_M Q8_0}; do
   m=$MODELS/qwen3-0.6b-$(echo "$q" | tr 'A-Z' 'a-z').gguf
   [ -f "$m" ] || stage "quantize_$q" 120 "$OUT/bench.log" "$FERRUM" quantize "$F16" "$m" "$q"
 done
+# Decode steps replayed as CUDA graphs (the default) and op by op (--no-step-graphs), one after the other.
 for m in "$MODELS"/qwen3-0.6b-{f16,q4_k_m,q8_0}.gguf; do
   [ -f "$m" ] || continue
-  stage "bench_$(basename "$m" .gguf)" 120 "$OUT/bench.log" "$FERRUM" bench -m "$m" --backend cuda -p 512 -n 128 -r "${REPS:-3}"
+  for g in "" --no-step-graphs; do
+    stage "bench_$(basename "$m" .gguf)${g:+_op_by_op}" 120 "$OUT/bench.log" "$FERRUM" bench -m "$m" --backend cuda \
+      -p 512 -n 128 -r "${REPS:-3}" $g
+    grep -E "^\| qwen" "$OUT/bench.log" | tail -2 | sed "s/\$/ ${g:-graphs}/" | tee -a "$SUMMARY"
+  done
 done
-grep -E "^\| qwen" "$OUT/bench.log" | tee -a "$SUMMARY"
+# Batched decoding through the server: concurrent streams of 256 prompt / 128 output tokens.
+if [ -n "${SERVE_LEVELS:-1,8,32,64}" ] && [ -f "$MODELS/qwen3-0.6b-q4_k_m.gguf" ]; then
+  PORT=18778
+  "$FERRUM" serve -m "$MODELS/qwen3-0.6b-q4_k_m.gguf" --backend cuda --port $PORT --max-num-seqs 64 --ctx-size 512 \
+    --no-log-requests >"$OUT/serve.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 1; done
+  stage serve_load 200 "$OUT/serve_load.log" python3 "$ROOT/bench/serve_load.py" --url "http://127.0.0.1:$PORT" \
+    -c "${SERVE_LEVELS:-1,8,32,64}" --input-len 256 --output-len 128 --level-seconds "${SERVE_SECONDS:-15}"
+  kill -INT $SERVER; wait $SERVER
+  grep -E "^ *[0-9]+ " "$OUT/serve_load.log" | tee -a "$SUMMARY"
+fi
 note "done"

@@ -10,17 +10,19 @@
 namespace ferrum {
 
 struct RuntimeConfig {
-  std::string backend = "cpu";      // cpu | reference (| cuda when built with it)
-  int threads = 0;                  // 0: all cores
-  int64_t kv_capacity = 0;          // tokens per sequence; 0: min(model context, 4096)
-  int64_t max_seqs = 4;             // sequences that may run in one step
-  int64_t kv_blocks = 0;            // KV pool in 16-token blocks; 0: enough for max_seqs full sequences,
-  int64_t kv_memory_mib = 0;        //   but at most this much memory (0: no limit) and at least one sequence
-  int64_t max_batch_tokens = 512;   // tokens per forward step; longer prompts are chunked
-  bool profile = false;             // per-stage timings
+  std::string backend = "cpu";     // cpu | reference (| cuda when built with it)
+  int threads = 0;                 // 0: all cores
+  int64_t kv_capacity = 0;         // tokens per sequence; 0: min(model context, 4096)
+  int64_t max_seqs = 4;            // sequences that may run in one step
+  int64_t kv_blocks = 0;           // KV pool in 16-token blocks; 0: enough for max_seqs full sequences,
+  int64_t kv_memory_mib = 0;       //   but at most this much memory (0: no limit) and at least one sequence
+  int64_t max_batch_tokens = 512;  // tokens per forward step; longer prompts are chunked
+  bool profile = false;            // per-stage timings
+  bool step_graphs = true;         // record decode steps once per batch size and replay them (CUDA graphs)
 
   // Defaults overridden by FERRUM_BACKEND, FERRUM_THREADS, FERRUM_KV_CAPACITY, FERRUM_MAX_SEQS,
-  // FERRUM_KV_BLOCKS, FERRUM_KV_MEMORY_MIB, FERRUM_MAX_BATCH_TOKENS, FERRUM_PROFILE. A malformed value is an error naming the variable.
+  // FERRUM_KV_BLOCKS, FERRUM_KV_MEMORY_MIB, FERRUM_MAX_BATCH_TOKENS, FERRUM_PROFILE, FERRUM_STEP_GRAPHS
+  // (0/1). A malformed value is an error naming the variable.
   static Result<RuntimeConfig> from_env();
   std::string to_string() const;
 };

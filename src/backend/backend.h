@@ -17,7 +17,7 @@ namespace ferrum {
 
 struct RopeParams {
   int64_t head_dim = 0;
-  int64_t rope_dim = 0;            // leading dimensions of each head that rotate
+  int64_t rope_dim = 0;  // leading dimensions of each head that rotate
   RopeStyle style = RopeStyle::Neox;
   const float* inv_freq = nullptr;  // rope_dim / 2 frequencies (device memory), scaling already applied
 };
@@ -40,7 +40,7 @@ struct AttentionParams {
   int64_t n_kv_heads = 0;
   int64_t head_dim = 0;
   float scale = 1.0f;
-  int64_t window = 0;        // >0: only the last `window` keys (sliding-window layers)
+  int64_t window = 0;  // >0: only the last `window` keys (sliding-window layers)
 };
 
 // Same-shaped expert matrices [rows, cols] of one stored type (a mixture-of-experts projection).
@@ -69,6 +69,13 @@ struct MoeRouting {
   int32_t* rank = nullptr;     // [n_tokens * k]
 };
 
+// A recorded sequence of queued ops (a CUDA graph). Replaying it queues the same ops with the same
+// arguments; the buffers they read may hold new contents.
+class StepGraph {
+ public:
+  virtual ~StepGraph() = default;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -89,6 +96,14 @@ class Backend {
   // return because a device reports their failures only later; host backends never fail.
   virtual Status check() { return {}; }
 
+  // Recording (backends where queuing an op costs more than running it, i.e. GPUs): ops queued
+  // between record_begin and record_end are recorded, not run. They must not allocate, copy from
+  // the host or synchronize; a step run once before with the same shapes has made its buffers.
+  virtual bool can_record() const { return false; }
+  virtual void record_begin() {}
+  virtual Result<std::unique_ptr<StepGraph>> record_end() { return Error(name() + ": no step recording"); }
+  virtual void replay(const StepGraph& graph) { (void)graph; }
+
   // out[i] = table[ids[i]] as float32; only the looked-up rows are dequantized.
   virtual void embed(const Tensor& table, const int32_t* ids, Tensor out) = 0;
   // out = x / rms(x) * w per row (w has x.cols elements). out may alias x.
@@ -106,11 +121,12 @@ class Backend {
   // Rotates the first rope_dim dims of every head of x ([n_tokens, n_heads * head_dim]) in place.
   virtual void rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) = 0;
   // Stores k and v rows ([n_tokens, n_kv_heads * head_dim]) into the cache at the given slots.
-  virtual void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v, const int32_t* slots) = 0;
+  virtual void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
+                        const int32_t* slots) = 0;
   // Softmax attention of q ([n_tokens, n_heads * head_dim]) over each token's sequence in the
   // paged cache (GQA: query head h reads kv head h / (n_heads / n_kv_heads)); online softmax.
-  virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionLayout& layout,
-                         const AttentionParams& p, Tensor out) = 0;
+  virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                         const AttentionLayout& layout, const AttentionParams& p, Tensor out) = 0;
   // out = silu(gate) * up.
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor out) = 0;
   // out = gelu(gate) * up with the tanh approximation (GeGLU).

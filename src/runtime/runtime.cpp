@@ -1,8 +1,10 @@
 #include "ferrum/runtime.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
+#include <map>
 #include <set>
 
 #include "backend/backend.h"
@@ -27,7 +29,7 @@ struct Runtime::Impl {
   // Device buffers made at load and reused by every step.
   void* scratch_mem = nullptr;
   size_t scratch_floats = 0;
-  void* index_mem = nullptr;   // tokens, slots, positions, seq_index, out_rows, block tables (also of rings)
+  void* index_mem = nullptr;  // tokens, slots, positions, seq_index, out_rows, block tables (also of rings)
   void* logits_mem = nullptr;
   // Host staging, sized at load.
   std::vector<int32_t> h_tokens, h_slots, h_pos, h_end, h_seq, h_out, h_tables;
@@ -35,8 +37,16 @@ struct Runtime::Impl {
   std::vector<float> h_logits;
   std::vector<float> all_rows;  // all-logits prefill results gathered across chunks
   std::vector<Runtime::Work> work_buf;
+  // Decode steps recorded per batch size (backends that record; see Runtime::step).
+  bool record_steps = false;
+  struct Recorded {
+    bool warmed = false;
+    std::unique_ptr<StepGraph> graph;
+  };
+  std::map<int64_t, Recorded> recorded;
 
   ~Impl() {
+    recorded.clear();
     if (backend) {
       backend->free(scratch_mem);
       backend->free(index_mem);
@@ -64,24 +74,24 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   const int64_t blocks_per_seq = (capacity + KvCache::kBlockSize - 1) / KvCache::kBlockSize;
   // Sliding-window layers keep a ring per sequence when it is smaller than the context.
   KvWindow window;
-  const int64_t ring_tokens =
-      (mc.sliding_window + cfg.max_batch_tokens - 1 + KvCache::kBlockSize - 1) / KvCache::kBlockSize * KvCache::kBlockSize;
+  const int64_t ring_tokens = (mc.sliding_window + cfg.max_batch_tokens - 1 + KvCache::kBlockSize - 1) /
+                              KvCache::kBlockSize * KvCache::kBlockSize;
   if (im->model->causal() && mc.sliding_window > 0 && ring_tokens < blocks_per_seq * KvCache::kBlockSize &&
       std::count(mc.sliding_layers.begin(), mc.sliding_layers.end(), true) > 0) {
     window = {mc.sliding_layers, mc.sliding_window, ring_tokens, std::max<int64_t>(cfg.max_seqs, 1)};
   }
-  const int64_t pooled_layers =
-      mc.n_layers - std::count(window.layers.begin(), window.layers.end(), true);
+  const int64_t pooled_layers = mc.n_layers - std::count(window.layers.begin(), window.layers.end(), true);
   int64_t n_blocks = cfg.kv_blocks > 0 ? cfg.kv_blocks : blocks_per_seq * cfg.max_seqs;
   if (cfg.kv_blocks == 0 && cfg.kv_memory_mib > 0) {
     // K and V, float32, every layer that takes pool blocks.
-    const int64_t block_bytes =
-        2 * std::max<int64_t>(pooled_layers, 1) * im->model->kv_dim() * KvCache::kBlockSize * int64_t{sizeof(float)};
+    const int64_t block_bytes = 2 * std::max<int64_t>(pooled_layers, 1) * im->model->kv_dim() *
+                                KvCache::kBlockSize * int64_t{sizeof(float)};
     n_blocks = std::max(blocks_per_seq, std::min(n_blocks, (cfg.kv_memory_mib << 20) / block_bytes));
   }
   FERRUM_ASSIGN_OR_RETURN(
       im->kv, KvCache::create(*im->backend, mc.n_layers, im->model->kv_dim(), n_blocks, capacity, window));
   Impl& I = *im;
+  I.record_steps = cfg.step_graphs && !cfg.profile && I.backend->can_record() && I.model->causal();
   I.max_tokens = cfg.max_batch_tokens;
   I.width = I.model->output_width();
   // An encoder returns every token's hidden state (rows are narrow); a decoder the last tokens' logits.
@@ -151,16 +161,17 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
   }
   if (work.empty()) return Error("empty step");
   if (n_tokens > I.max_tokens || n_out > I.max_out || static_cast<int64_t>(work.size()) > I.max_step_seqs)
-    return Error(fmt::format("step of {} tokens, {} outputs, {} sequences exceeds the limits ({}, {}, {})", n_tokens,
-                             n_out, work.size(), I.max_tokens, I.max_out, I.max_step_seqs));
+    return Error(fmt::format("step of {} tokens, {} outputs, {} sequences exceeds the limits ({}, {}, {})",
+                             n_tokens, n_out, work.size(), I.max_tokens, I.max_out, I.max_step_seqs));
   for (const Work& w : work) {
     // Learned position embeddings (encoders) have exactly max_position rows.
     if (!I.model->causal() && w.pos + static_cast<int64_t>(w.tokens.size()) > mc.max_position)
       return Error(fmt::format("sequence {}: {} tokens exceed the model's max_position_embeddings ({})",
                                w.seq, w.pos + static_cast<int64_t>(w.tokens.size()), mc.max_position));
     if (w.pos + static_cast<int64_t>(w.tokens.size()) > I.kv->seq_capacity())
-      return Error(fmt::format("sequence {}: writing tokens [{}, {}) past the KV capacity of {} tokens", w.seq, w.pos,
-                               w.pos + static_cast<int64_t>(w.tokens.size()), I.kv->seq_capacity()));
+      return Error(fmt::format("sequence {}: writing tokens [{}, {}) past the KV capacity of {} tokens",
+                               w.seq, w.pos, w.pos + static_cast<int64_t>(w.tokens.size()),
+                               I.kv->seq_capacity()));
     FERRUM_TRY(I.kv->reserve(w.seq, w.pos + static_cast<int64_t>(w.tokens.size())));
   }
 
@@ -188,12 +199,14 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
           static_cast<int32_t>(ring * ring_blocks + b % ring_blocks);
     for (size_t i = 0; i < w.tokens.size(); ++i) {
       const int64_t p = w.pos + static_cast<int64_t>(i);
-      if (w.all_logits || i + 1 == w.tokens.size()) I.h_out.push_back(static_cast<int32_t>(I.h_tokens.size()));
+      if (w.all_logits || i + 1 == w.tokens.size())
+        I.h_out.push_back(static_cast<int32_t>(I.h_tokens.size()));
       I.h_tokens.push_back(w.tokens[i]);
       I.h_pos.push_back(static_cast<int32_t>(p));
       I.h_end.push_back(static_cast<int32_t>(causal ? p + 1 : w.pos + static_cast<int64_t>(w.tokens.size())));
       I.h_seq.push_back(static_cast<int32_t>(si));
-      I.h_slots.push_back(blocks[static_cast<size_t>(p / KvCache::kBlockSize)] * static_cast<int32_t>(KvCache::kBlockSize) +
+      I.h_slots.push_back(blocks[static_cast<size_t>(p / KvCache::kBlockSize)] *
+                              static_cast<int32_t>(KvCache::kBlockSize) +
                           static_cast<int32_t>(p % KvCache::kBlockSize));
       if (rings) I.h_wslots.push_back(static_cast<int32_t>(ring * ring_tokens + p % ring_tokens));
     }
@@ -228,8 +241,29 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
 
   ScratchArena arena(static_cast<float*>(I.scratch_mem), I.scratch_floats);
   Tensor logits = Tensor::f32(static_cast<float*>(I.logits_mem), n_out, I.width);
-  FERRUM_TRY(I.model->forward(s, *I.kv, arena, logits));
-  if (arena.overflowed()) return Error("internal: model scratch estimate too small for " + mc.arch);
+  // A decode step (one token per sequence) queues the same ops on the same buffers as every other
+  // decode step of its batch size: only buffer contents differ. The first one of each size runs op
+  // by op (and makes every buffer the ops need), the second is recorded, later ones replay it.
+  Impl::Recorded* rec = nullptr;
+  if (I.record_steps && n_out == n_tokens && n_tokens == static_cast<int64_t>(work.size()))
+    rec = &I.recorded[n_tokens];
+  if (rec && rec->graph) {
+    I.backend->replay(*rec->graph);
+  } else {
+    if (rec && rec->warmed) I.backend->record_begin();
+    const Status st = I.model->forward(s, *I.kv, arena, logits);
+    if (rec && rec->warmed) {
+      auto graph = I.backend->record_end();
+      if (!st.ok()) return st;
+      if (!graph.ok())
+        return graph.status().with_context(fmt::format("recording a decode step of {} tokens", n_tokens));
+      rec->graph = std::move(graph).value();
+      I.backend->replay(*rec->graph);
+    }
+    FERRUM_TRY(st);
+    if (arena.overflowed()) return Error("internal: model scratch estimate too small for " + mc.arch);
+    if (rec) rec->warmed = true;
+  }
   I.backend->copy_to_host(I.h_logits.data(), I.logits_mem,
                           static_cast<size_t>(n_out * I.width) * sizeof(float));
   FERRUM_TRY(I.backend->check().with_context("step"));
@@ -251,10 +285,10 @@ Result<LogitsView> Runtime::prefill(int64_t seq, std::span<const int32_t> tokens
   LogitsView last;
   for (int64_t off = 0; off < total; off += chunk) {
     const int64_t n = std::min(chunk, total - off);
-    Work w{seq, tokens.subspan(static_cast<size_t>(off), static_cast<size_t>(n)), I.kv->length(seq), all_logits};
+    Work w{seq, tokens.subspan(static_cast<size_t>(off), static_cast<size_t>(n)), I.kv->length(seq),
+           all_logits};
     FERRUM_ASSIGN_OR_RETURN(last, step(std::span<const Work>(&w, 1)));
-    if (all_logits)
-      std::copy(last.data, last.data + last.rows * last.vocab, all.begin() + off * last.vocab);
+    if (all_logits) std::copy(last.data, last.data + last.rows * last.vocab, all.begin() + off * last.vocab);
   }
   if (all_logits) return LogitsView{all.data(), total, I.width};
   return last;
@@ -268,7 +302,8 @@ Result<LogitsView> Runtime::decode(int64_t seq, int32_t token, int64_t pos) {
 Result<LogitsView> Runtime::decode_batch(std::span<const DecodeItem> items) {
   std::vector<Work>& work = impl_->work_buf;
   work.clear();
-  for (const DecodeItem& it : items) work.push_back(Work{it.seq, std::span<const int32_t>(&it.token, 1), it.pos, false});
+  for (const DecodeItem& it : items)
+    work.push_back(Work{it.seq, std::span<const int32_t>(&it.token, 1), it.pos, false});
   return step(work);
 }
 
@@ -330,9 +365,10 @@ Result<std::vector<std::vector<float>>> Runtime::embed_batch(std::span<const std
       return Error(fmt::format("input {}: {} tokens exceed the KV capacity of {} tokens per sequence", i, n,
                                I.kv->seq_capacity()));
     if (n > I.max_tokens)
-      return Error(fmt::format("input {}: {} tokens exceed max_batch_tokens ({}); an encoder runs each input "
-                               "in one step",
-                               i, n, I.max_tokens));
+      return Error(
+          fmt::format("input {}: {} tokens exceed max_batch_tokens ({}); an encoder runs each input "
+                      "in one step",
+                      i, n, I.max_tokens));
     for (int32_t t : inputs[i])
       if (t < 0 || t >= mc.vocab_size)
         return Error(

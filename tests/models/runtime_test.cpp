@@ -1,10 +1,12 @@
 // Runtime API behaviour: batched decode equals single decodes bit for bit, KV capacity and pool
 // limits are errors (never a crash or an overwrite), released KV is reused, bad ids are rejected.
+#include "ferrum/runtime.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
-#include "ferrum/runtime.h"
 #include "fixture_util.h"
 
 namespace ferrum::testing {
@@ -66,6 +68,58 @@ TEST_P(BatchedDecode, IsBitIdenticalToSingleDecode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Runtime, BatchedDecode, ::testing::Values("qwen3", "qwen3_moe"));
+
+// Backends that record decode steps (CUDA graphs) replay them from the third step of a batch size
+// on: greedy decoding of 1 and 3 sequences must give the same logits, bit for bit, as running every
+// step op by op. (On backends that do not record, both runs are op by op.)
+class RecordedSteps : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RecordedSteps, ReplayedDecodeStepsEqualOpByOpSteps) {
+  const std::string model = "fixtures/hf/" + GetParam();
+  FERRUM_REQUIRE_SHARED(model);
+  auto run = [&](bool graphs) {
+    RuntimeConfig cfg;
+    cfg.backend = test_backend();
+    cfg.kv_capacity = 64;
+    cfg.max_seqs = 3;
+    cfg.step_graphs = graphs;
+    auto r = Runtime::load(shared_path(model), cfg);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    std::vector<float> all;
+    if (!r.ok()) return all;
+    Runtime& rt = *r.value();
+    for (int64_t n_seqs : {1, 3}) {
+      rt.reset();
+      std::vector<Runtime::DecodeItem> items;
+      for (int64_t s = 0; s < n_seqs; ++s) {
+        const std::vector<int32_t> prompt = {static_cast<int32_t>(5 + s), 17, 300};
+        auto lv = rt.prefill(s, prompt);
+        EXPECT_TRUE(lv.ok());
+        if (!lv.ok()) return all;
+        items.push_back(
+            {s, static_cast<int32_t>(std::max_element(lv->row(0), lv->row(0) + lv->vocab) - lv->row(0)), 3});
+      }
+      for (int step = 0; step < 6; ++step) {
+        auto lv = rt.decode_batch(items);
+        EXPECT_TRUE(lv.ok()) << lv.status().message();
+        if (!lv.ok()) return all;
+        all.insert(all.end(), lv->data, lv->data + lv->rows * lv->vocab);
+        for (size_t i = 0; i < items.size(); ++i) {
+          const float* row = lv->row(static_cast<int64_t>(i));
+          items[i].token = static_cast<int32_t>(std::max_element(row, row + lv->vocab) - row);
+          ++items[i].pos;
+        }
+      }
+    }
+    return all;
+  };
+  const std::vector<float> replayed = run(true), op_by_op = run(false);
+  ASSERT_FALSE(op_by_op.empty());
+  ASSERT_EQ(replayed.size(), op_by_op.size());
+  EXPECT_EQ(0, std::memcmp(replayed.data(), op_by_op.data(), op_by_op.size() * sizeof(float)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Runtime, RecordedSteps, ::testing::Values("qwen3", "qwen3_moe", "gemma3"));
 
 TEST(Runtime, WritingPastCapacityIsAnErrorNamingTheSequence) {
   FERRUM_REQUIRE_SHARED(kModel);
@@ -171,7 +225,8 @@ TEST_P(PagedKv, ScatteredBlocksGiveTheSameLogitsAsConsecutiveOnes) {
   EXPECT_EQ(std::memcmp(consecutive.data(), scattered.data(), consecutive.size() * sizeof(float)), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Runtime, PagedKv, ::testing::Values("llama", "qwen2", "qwen3", "qwen3_moe", "gemma3"));
+INSTANTIATE_TEST_SUITE_P(Runtime, PagedKv,
+                         ::testing::Values("llama", "qwen2", "qwen3", "qwen3_moe", "gemma3"));
 
 }  // namespace
 }  // namespace ferrum::testing

@@ -10,15 +10,21 @@
 namespace ferrum::cli {
 
 void RuntimeFlags::add_to(CLI::App* cmd) {
-  cmd->add_option("--backend", backend, "Compute backend: auto | cpu | cuda[:N] | reference (default: cpu, env FERRUM_BACKEND)");
+  cmd->add_option("--backend", backend,
+                  "Compute backend: auto | cpu | cuda[:N] | reference (default: cpu, env FERRUM_BACKEND)");
   cmd->add_option("-t,--threads", threads, "CPU threads (default: all cores, env FERRUM_THREADS)");
   cmd->add_option("--kv-capacity,--ctx-size", kv_capacity,
                   "KV tokens per sequence (default: min(model context, 4096), env FERRUM_KV_CAPACITY)");
-  cmd->add_option("--max-seqs,--max-num-seqs", max_seqs, "Sequences per step (default 4, env FERRUM_MAX_SEQS)");
+  cmd->add_option("--max-seqs,--max-num-seqs", max_seqs,
+                  "Sequences per step (default 4, env FERRUM_MAX_SEQS)");
   cmd->add_option("--kv-blocks", kv_blocks,
                   "KV pool size in 16-token blocks (default: max-seqs full contexts, env FERRUM_KV_BLOCKS)");
-  cmd->add_option("--max-batch-tokens,--max-num-batched-tokens", max_batch_tokens, "Tokens per forward step (default 512)");
+  cmd->add_option("--max-batch-tokens,--max-num-batched-tokens", max_batch_tokens,
+                  "Tokens per forward step (default 512)");
   cmd->add_flag("--profile", profile, "Print per-stage timings (env FERRUM_PROFILE=1)");
+  cmd->add_flag(
+      "--no-step-graphs", no_step_graphs,
+      "Run every decode step op by op instead of replaying recorded CUDA graphs (env FERRUM_STEP_GRAPHS=0)");
 }
 
 Result<RuntimeConfig> RuntimeFlags::resolve() const {
@@ -30,6 +36,7 @@ Result<RuntimeConfig> RuntimeFlags::resolve() const {
   if (kv_blocks > 0) c.kv_blocks = kv_blocks;
   if (max_batch_tokens > 0) c.max_batch_tokens = max_batch_tokens;
   if (profile) c.profile = true;
+  if (no_step_graphs) c.step_graphs = false;
   return c;
 }
 
@@ -69,8 +76,9 @@ Result<std::unique_ptr<Runtime>> load_runtime(const std::string& model, const Ru
   if (!isatty(fileno(stderr))) return Runtime::load(model, cfg);
   return Runtime::load(model, cfg, [](size_t done, size_t total) {
     const int width = 40, filled = total ? static_cast<int>(width * done / total) : width;
-    std::fprintf(stderr, "\rloading [%.*s%*s] %5.1f / %.1f MiB", filled, "########################################",
-                 width - filled, "", double(done) / (1 << 20), double(total) / (1 << 20));
+    std::fprintf(stderr, "\rloading [%.*s%*s] %5.1f / %.1f MiB", filled,
+                 "########################################", width - filled, "", double(done) / (1 << 20),
+                 double(total) / (1 << 20));
     if (done == total) std::fprintf(stderr, "\r%*s\r", 80, "");
   });
 }
@@ -83,7 +91,8 @@ int32_t argmax(const float* logits, int64_t n) {
 }
 
 std::string model_cache_dir() {
-  if (const char* c = std::getenv("FERRUM_CACHE"); c && *c) return (std::filesystem::path(c) / "models").string();
+  if (const char* c = std::getenv("FERRUM_CACHE"); c && *c)
+    return (std::filesystem::path(c) / "models").string();
   if (const char* h = std::getenv("HOME"); h && *h)
     return (std::filesystem::path(h) / ".cache" / "ferrum" / "models").string();
   return "";
@@ -96,12 +105,14 @@ Result<std::string> default_model() {
     return std::string(m);
   }
   const std::string cache = model_cache_dir();
-  const std::string gemma = cache.empty() ? "" : (std::filesystem::path(cache) / "gemma-3-270m-q4_k_m.gguf").string();
+  const std::string gemma =
+      cache.empty() ? "" : (std::filesystem::path(cache) / "gemma-3-270m-q4_k_m.gguf").string();
   std::error_code ec;
   if (!gemma.empty() && std::filesystem::is_regular_file(gemma, ec)) return gemma;
-  return Error("no model given and no default model at " + (gemma.empty() ? "~/.cache/ferrum/models" : gemma) +
-               ": run scripts/fetch_models (from the ferrum source tree) to download Gemma 3 270M there, or pass "
-               "--model FILE.gguf or a Hugging Face folder, or set FERRUM_MODEL");
+  return Error(
+      "no model given and no default model at " + (gemma.empty() ? "~/.cache/ferrum/models" : gemma) +
+      ": run scripts/fetch_models (from the ferrum source tree) to download Gemma 3 270M there, or pass "
+      "--model FILE.gguf or a Hugging Face folder, or set FERRUM_MODEL");
 }
 
 }  // namespace ferrum::cli

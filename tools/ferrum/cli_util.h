@@ -21,6 +21,7 @@ struct RuntimeFlags {
   int64_t kv_blocks = -1;
   int64_t max_batch_tokens = -1;
   bool profile = false;
+  bool no_step_graphs = false;
   void add_to(CLI::App* cmd);
   Result<RuntimeConfig> resolve() const;
 };

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "backend/cuda/kernels.h"
 
@@ -58,6 +59,18 @@ const char* blas_status_name(cublasStatus_t s) {
   }
 }
 
+class CudaGraph final : public StepGraph {
+ public:
+  explicit CudaGraph(cudaGraphExec_t exec) : exec_(exec) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  cudaGraphExec_t exec() const { return exec_; }
+
+ private:
+  cudaGraphExec_t exec_;
+};
+
 class CudaBackend final : public Backend {
  public:
   static Result<std::unique_ptr<Backend>> create(int device);
@@ -75,6 +88,10 @@ class CudaBackend final : public Backend {
   Result<Tensor> upload_weight(const Tensor& host_view) override;
   void sync() override;
   Status check() override;
+  bool can_record() const override { return true; }
+  void record_begin() override;
+  Result<std::unique_ptr<StepGraph>> record_end() override;
+  void replay(const StepGraph& graph) override;
 
   void embed(const Tensor& table, const int32_t* ids, Tensor out) override;
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor out) override;
@@ -122,6 +139,7 @@ class CudaBackend final : public Backend {
   size_t staged_ = 0;
   void* gemm_buf_ = nullptr;
   size_t gemm_cap_ = 0;
+  std::vector<void*> retired_;  // outgrown scratch buffers
   Status error_;
 };
 
@@ -157,6 +175,7 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (blas_) cublasDestroy(blas_);
   if (gemm_buf_) cudaFree(gemm_buf_);
+  for (void* p : retired_) cudaFree(p);
   if (staging_) cudaFreeHost(staging_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -238,6 +257,36 @@ Result<Tensor> CudaBackend::upload_weight(const Tensor& host_view) {
 
 void CudaBackend::sync() { wait(); }
 
+// Thread-local capture: another thread's CUDA calls (a second runtime) neither join nor break it.
+void CudaBackend::record_begin() {
+  note("record", cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+}
+
+Result<std::unique_ptr<StepGraph>> CudaBackend::record_end() {
+  cudaGraph_t graph = nullptr;
+  cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+  if (e != cudaSuccess || !error_.ok()) {
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    Status st =
+        error_.ok() ? Error(fmt::format("cuda record: {}", cudaGetErrorString(e))) : std::move(error_);
+    error_ = Status();
+    return st;
+  }
+  cudaGraphExec_t exec = nullptr;
+  e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return Error(fmt::format("cuda record: instantiating the graph: {}", cudaGetErrorString(e)));
+  }
+  return std::unique_ptr<StepGraph>(new CudaGraph(exec));
+}
+
+void CudaBackend::replay(const StepGraph& graph) {
+  note("replay", cudaGraphLaunch(static_cast<const CudaGraph&>(graph).exec(), stream_));
+}
+
 Status CudaBackend::check() {
   wait();
   Status st = std::move(error_);
@@ -282,7 +331,8 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
 
 bool CudaBackend::reserve_gemm(size_t bytes) {
   if (bytes <= gemm_cap_) return true;
-  if (gemm_buf_) note("matmul scratch", cudaFree(gemm_buf_));
+  // The old buffer stays allocated until the backend goes: recorded steps may still use it.
+  if (gemm_buf_) retired_.push_back(gemm_buf_);
   gemm_buf_ = nullptr;
   gemm_cap_ = 0;
   auto mem = alloc(bytes);
