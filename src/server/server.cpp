@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -381,10 +382,21 @@ int run_server(const ServerOptions& opt) {
   svr.Post("/v1/embeddings",
            [&S](const httplib::Request& req, httplib::Response& res) { handle_embeddings(S, req, res); });
   svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (res.status == 404 && res.body.empty())
-      send_json(res, 404,
-                error_body({404, fmt::format("no route {} {}", req.method, req.path), "invalid_request_error",
-                            "", ""}));
+    if (res.status != 404 || !res.body.empty()) return;
+    // A known path asked with the wrong method is 405 with the method it takes (RFC 9110 15.5.6).
+    static const std::map<std::string, std::string> kRouteMethod = {
+        {"/health", "GET"},          {"/metrics", "GET"},
+        {"/v1/models", "GET"},       {"/v1/chat/completions", "POST"},
+        {"/v1/completions", "POST"}, {"/v1/embeddings", "POST"}};
+    if (auto it = kRouteMethod.find(req.path); it != kRouteMethod.end()) {
+      res.set_header("Allow", it->second);
+      return send_json(res, 405,
+                       error_body({405, fmt::format("{} takes {}, not {}", req.path, it->second, req.method),
+                                   "invalid_request_error", "", ""}));
+    }
+    send_json(res, 404,
+              error_body({404, fmt::format("no route {} {}", req.method, req.path), "invalid_request_error",
+                          "", ""}));
   });
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown error";

@@ -257,6 +257,10 @@ def test_errors(client, base, tiny_base):
     ]
     for path, body, st, what in cases:
         raw_error(base, path, body, st, what)
+    # Known paths with the wrong method: 405 (unknown paths stay 404).
+    raw_error(base, "/v1/completions", None, 405, "GET on a POST route", method="GET")
+    raw_error(base, "/v1/models", {"x": 1}, 405, "POST on a GET route")
+    raw_error(base, "/v1/nothing-here", {"x": 1}, 404, "unknown path")
     # The official client raises the matching exceptions.
     for exc, kw, what in [
         (openai.BadRequestError, dict(n=2), "n=2"),
