@@ -102,8 +102,9 @@ for m in "$MODELS"/qwen3-0.6b-{f16,q4_k_m,q8_0}.gguf; do
     grep -E "^\| qwen" "$OUT/bench.log" | tail -2 | sed "s/\$/ ${g:-graphs}/" | tee -a "$SUMMARY"
   done
 done
-# Batched decoding through the server: concurrent streams of 256 prompt / 128 output tokens.
-if [ -n "${SERVE_LEVELS:-1,8,32,64}" ] && [ -f "$MODELS/qwen3-0.6b-q4_k_m.gguf" ]; then
+# Batched decoding through the server: concurrent streams of 256 prompt / 128 output tokens
+# (SERVE_LEVELS= skips it).
+if [ -n "${SERVE_LEVELS-1,8,32,64}" ] && [ -f "$MODELS/qwen3-0.6b-q4_k_m.gguf" ]; then
   PORT=18778
   "$FERRUM" serve -m "$MODELS/qwen3-0.6b-q4_k_m.gguf" --backend cuda --port $PORT --max-num-seqs 64 --ctx-size 512 \
     --no-log-requests >"$OUT/serve.log" 2>&1 &
