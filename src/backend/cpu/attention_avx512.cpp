@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "backend/cpu/attention_kernel.h"
 #include "backend/cpu/math_avx512.h"
@@ -99,42 +98,23 @@ void accumulate_values(float* const (&o)[R], int64_t passes, __mmask16 tail, con
 // The kernel for heads of `passes` passes of N vectors of 16 floats.
 template <int N>
 void attend(const AttendTask& a, int64_t passes, __mmask16 tail) {
-  const int64_t hd = a.head_dim, heads = a.h_end - a.h_begin;
-  const int64_t n_rows = (a.t_end - a.t_begin) * heads;
-  float m[kMaxTaskRows], l[kMaxTaskRows];
-  int64_t lo = std::numeric_limits<int64_t>::max(), hi = 0;
-  for (int64_t t = a.t_begin; t < a.t_end; ++t) {
-    lo = std::min(lo, a.window > 0 ? std::max<int64_t>(0, a.kv_end[t] - a.window) : 0);
-    hi = std::max<int64_t>(hi, a.kv_end[t]);
-  }
-  for (int64_t r = 0; r < n_rows; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
-    float* o = a.out + (a.t_begin + r / heads) * a.out_stride + (a.h_begin + r % heads) * hd;
-    std::fill(o, o + hd, 0.0f);
-  }
+  AttendRows rows(a);
   const float* kp[kKeyBlock];
   const float* vp[kKeyBlock];
   alignas(64) float p[2][kKeyBlock];
-  for (int64_t j0 = lo / kKeyBlock * kKeyBlock; j0 < hi; j0 += kKeyBlock) {
-    const int64_t j_end = std::min(j0 + kKeyBlock, hi);
-    for (int64_t j = j0; j < j0 + kKeyBlock; ++j) {
-      if (j < j_end) {
-        const int64_t slot = int64_t(a.table[j / a.block_size]) * a.block_size + j % a.block_size;
-        kp[j - j0] = a.k_cache + slot * a.kv_stride + a.kv_offset;
-        vp[j - j0] = a.v_cache + slot * a.kv_stride + a.kv_offset;
-      } else {
-        kp[j - j0] = vp[j - j0] = kZeroRow;
-      }
-    }
-    for (int64_t r = 0; r < n_rows;) {
-      const int64_t t = a.t_begin + r / heads;
-      const int64_t first = a.window > 0 ? std::max<int64_t>(0, a.kv_end[t] - a.window) : 0;
-      const int64_t b0 = std::max(j0, first), b1 = std::min<int64_t>(j_end, a.kv_end[t]);
+  for (int64_t j0 = rows.lo / kKeyBlock * kKeyBlock; j0 < rows.hi; j0 += kKeyBlock) {
+    const int64_t j_end = std::min(j0 + kKeyBlock, rows.hi);
+    rows.key_rows(j0, j_end, kp, vp);
+    // Groups of 16 keys are scored whole: keys past the task's range read a zero row.
+    std::fill(kp + (j_end - j0), kp + kKeyBlock, kZeroRow);
+    std::fill(vp + (j_end - j0), vp + kKeyBlock, kZeroRow);
+    for (int64_t r = 0; r < rows.n_rows;) {
+      const int64_t t = rows.token(r);
+      const int64_t b0 = std::max(j0, rows.first_key(t)), b1 = std::min<int64_t>(j_end, a.kv_end[t]);
       // This row and, when the token has another head left, the next one (same keys).
-      const int rows = (r % heads) + 1 < heads ? 2 : 1;
+      const int n = (r % rows.heads) + 1 < rows.heads ? 2 : 1;
       if (b0 >= b1) {
-        r += rows;
+        r += n;
         continue;
       }
       // Groups of 16 keys overlapping [b0, b1), relative to j0.
@@ -147,41 +127,38 @@ void attend(const AttendTask& a, int64_t passes, __mmask16 tail) {
       }
       float corr[2];
       float* o[2];
-      for (int i = 0; i < rows; ++i) {
-        const int64_t h = a.h_begin + (r + i) % heads;
-        const float* qr = a.q + t * a.q_stride + h * hd;
-        o[i] = a.out + t * a.out_stride + h * hd;
+      for (int i = 0; i < n; ++i) {
+        float& m = rows.m[r + i];
+        float& l = rows.l[r + i];
+        o[i] = rows.out(r + i);
         __m512 sv[kKeyBlock / 16];
         float bm = -INFINITY;
         for (int64_t g = g0; g < g1; ++g) {
-          sv[g] = _mm512_mul_ps(score_group<N>(qr, kp + 16 * g, passes, tail), _mm512_set1_ps(a.scale));
+          sv[g] = _mm512_mul_ps(score_group<N>(rows.q(r + i), kp + 16 * g, passes, tail),
+                                _mm512_set1_ps(a.scale));
           bm = std::max(bm, _mm512_mask_reduce_max_ps(valid[g], sv[g]));
         }
-        const float m_new = std::max(m[r + i], bm);
-        corr[i] = m[r + i] == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp512(_mm512_set1_ps(m[r + i] - m_new)));
+        const float m_new = std::max(m, bm);
+        corr[i] = m == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp512(_mm512_set1_ps(m - m_new)));
         __m512 sum = _mm512_setzero_ps();
         for (int64_t g = g0; g < g1; ++g) {
           const __m512 e = _mm512_maskz_mov_ps(valid[g], exp512(_mm512_sub_ps(sv[g], _mm512_set1_ps(m_new))));
           _mm512_store_ps(p[i] + 16 * g, e);
           sum = _mm512_add_ps(sum, e);
         }
-        l[r + i] = l[r + i] * corr[i] + _mm512_reduce_add_ps(sum);
-        m[r + i] = m_new;
+        l = l * corr[i] + _mm512_reduce_add_ps(sum);
+        m = m_new;
       }
       const float* pk[2] = {p[0] + (b0 - j0), p[1] + (b0 - j0)};
-      if (rows == 2) {
+      if (n == 2) {
         accumulate_values<N, 2>(o, passes, tail, corr, pk, vp + (b0 - j0), b1 - b0);
       } else {
         accumulate_values<N, 1>({o[0]}, passes, tail, {corr[0]}, {pk[0]}, vp + (b0 - j0), b1 - b0);
       }
-      r += rows;
+      r += n;
     }
   }
-  for (int64_t r = 0; r < n_rows; ++r) {
-    float* o = a.out + (a.t_begin + r / heads) * a.out_stride + (a.h_begin + r % heads) * hd;
-    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-    for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
-  }
+  rows.finish();
 }
 
 }  // namespace
@@ -192,24 +169,10 @@ void attend_avx512(const AttendTask& a) {
   if (hd > kMaxFastHeadDim || (hd > 128 && hd % 128 != 0)) return attend_generic(a);
   const int64_t passes = (hd + 127) / 128, n = std::min<int64_t>(hd, 128);
   const __mmask16 tail = lane_mask(n - (n - 1) / 16 * 16);
-  switch ((n + 15) / 16) {
-    case 1:
-      return attend<1>(a, passes, tail);
-    case 2:
-      return attend<2>(a, passes, tail);
-    case 3:
-      return attend<3>(a, passes, tail);
-    case 4:
-      return attend<4>(a, passes, tail);
-    case 5:
-      return attend<5>(a, passes, tail);
-    case 6:
-      return attend<6>(a, passes, tail);
-    case 7:
-      return attend<7>(a, passes, tail);
-    default:
-      return attend<8>(a, passes, tail);
-  }
+  using Kernel = void (*)(const AttendTask&, int64_t, __mmask16);
+  static constexpr Kernel kByVectors[] = {attend<1>, attend<2>, attend<3>, attend<4>,
+                                          attend<5>, attend<6>, attend<7>, attend<8>};
+  kByVectors[(n + 15) / 16 - 1](a, passes, tail);
 }
 
 }  // namespace ferrum::cpu
