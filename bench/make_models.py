@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""Writes random-weight F16 GGUF models with the exact shapes of real ones, for benchmarks
+"""Writes random-weight F16 (or BF16) GGUF models with the exact shapes of real ones, for benchmarks
 (random weights run at the same speed as trained ones). Then quantize with
 `ferrum quantize OUT-f16.gguf OUT-q4_k_m.gguf Q4_K_M` (and Q8_0, Q6_K).
 
   python3 bench/make_models.py llama-3.2-1b  /tmp/models/llama-3.2-1b-f16.gguf
   python3 bench/make_models.py qwen3-0.6b    /tmp/models/qwen3-0.6b-f16.gguf
+  python3 bench/make_models.py llama-3.1-8b  /tmp/models/llama-3.1-8b-bf16.gguf --dtype bf16
 
 The vocabulary is a placeholder SentencePiece-style list of the real size (llama.cpp needs one to
 load the file); token ids, not text, drive the benchmarks.
 """
-import sys
+import argparse
 
 import numpy as np
 import gguf
+
+from random_weights import in_order, normal_f32, to_bf16_bits
 
 SHAPES = {
     # meta-llama/Llama-3.2-1B: tied embeddings, GQA 32/8, llama3 RoPE scaling
@@ -48,10 +51,14 @@ def llama3_factors(s):
 
 
 def main():
-    name, out = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", choices=sorted(SHAPES))
+    ap.add_argument("out")
+    ap.add_argument("--dtype", choices=["f16", "bf16"], default="f16", help="type of the weight matrices")
+    args = ap.parse_args()
+    name, out = args.name, args.out
     s = SHAPES[name]
     a = s["arch"]
-    rng = np.random.default_rng(0)
     w = gguf.GGUFWriter(out, a)
     w.add_name(name + "-random")
     w.add_context_length(s["ctx"])
@@ -66,7 +73,7 @@ def main():
     w.add_rope_dimension_count(s["head_dim"])
     w.add_layer_norm_rms_eps(s["eps"])
     w.add_vocab_size(s["vocab"])
-    w.add_file_type(1)
+    w.add_file_type(1 if args.dtype == "f16" else 32)
     toks = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
     toks += [f"t{i}" for i in range(s["vocab"] - len(toks))]
     types = [2, 3, 3] + [6] * 256 + [1] * (s["vocab"] - 259)
@@ -78,32 +85,36 @@ def main():
     w.add_eos_token_id(2)
 
     def mat(rows, cols):
-        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16)
+        if args.dtype == "f16":
+            return lambda rng: normal_f32(rng, (rows, cols), 0.02).astype(np.float16)
+        return lambda rng: to_bf16_bits(normal_f32(rng, (rows, cols), 0.02))
 
     def norm(n):
-        return (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+        return lambda rng: (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
 
     H, D = s["hidden"], s["head_dim"]
-    w.add_tensor("token_embd.weight", mat(s["vocab"], H))
+    plan = [("token_embd.weight", mat(s["vocab"], H))]
     if s["llama3"]:
-        w.add_tensor("rope_freqs.weight", llama3_factors(s))
+        plan.append(("rope_freqs.weight", lambda rng: llama3_factors(s)))
     for l in range(s["layers"]):
         p = f"blk.{l}."
-        w.add_tensor(p + "attn_norm.weight", norm(H))
-        w.add_tensor(p + "attn_q.weight", mat(s["heads"] * D, H))
-        w.add_tensor(p + "attn_k.weight", mat(s["kv_heads"] * D, H))
-        w.add_tensor(p + "attn_v.weight", mat(s["kv_heads"] * D, H))
-        w.add_tensor(p + "attn_output.weight", mat(H, s["heads"] * D))
+        plan += [(p + "attn_norm.weight", norm(H)),
+                 (p + "attn_q.weight", mat(s["heads"] * D, H)),
+                 (p + "attn_k.weight", mat(s["kv_heads"] * D, H)),
+                 (p + "attn_v.weight", mat(s["kv_heads"] * D, H)),
+                 (p + "attn_output.weight", mat(H, s["heads"] * D))]
         if s["qk_norm"]:
-            w.add_tensor(p + "attn_q_norm.weight", norm(D))
-            w.add_tensor(p + "attn_k_norm.weight", norm(D))
-        w.add_tensor(p + "ffn_norm.weight", norm(H))
-        w.add_tensor(p + "ffn_gate.weight", mat(s["ffn"], H))
-        w.add_tensor(p + "ffn_up.weight", mat(s["ffn"], H))
-        w.add_tensor(p + "ffn_down.weight", mat(H, s["ffn"]))
-    w.add_tensor("output_norm.weight", norm(H))
+            plan += [(p + "attn_q_norm.weight", norm(D)), (p + "attn_k_norm.weight", norm(D))]
+        plan += [(p + "ffn_norm.weight", norm(H)),
+                 (p + "ffn_gate.weight", mat(s["ffn"], H)),
+                 (p + "ffn_up.weight", mat(s["ffn"], H)),
+                 (p + "ffn_down.weight", mat(H, s["ffn"]))]
+    plan.append(("output_norm.weight", norm(H)))
     if not s["tied"]:
-        w.add_tensor("output.weight", mat(s["vocab"], H))
+        plan.append(("output.weight", mat(s["vocab"], H)))
+    for (tensor_name, _), t in zip(plan, in_order([make for _, make in plan])):
+        bf16 = t.dtype == np.uint16
+        w.add_tensor(tensor_name, t, raw_dtype=gguf.GGMLQuantizationType.BF16 if bf16 else None)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file(progress=False)

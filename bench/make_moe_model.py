@@ -16,6 +16,8 @@ import argparse
 import numpy as np
 import gguf
 
+from random_weights import in_order, normal_f32
+
 SHAPE = dict(hidden=2048, heads=32, kv_heads=4, head_dim=128, ffn=6144, experts=128, experts_used=8,
              expert_ffn=768, vocab=151936, theta=1000000.0, eps=1e-6, ctx=40960)
 
@@ -26,7 +28,6 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     args = ap.parse_args()
     s = SHAPE
-    rng = np.random.default_rng(0)
     w = gguf.GGUFWriter(args.out, "qwen3moe")
     w.add_name(f"qwen3-30b-a3b-shaped-{args.layers}l-random")
     w.add_context_length(s["ctx"])
@@ -57,35 +58,30 @@ def main():
     w.add_eos_token_id(2)
 
     def mat(*shape):
-        out = np.empty(shape, dtype=np.float16)
-        flat = out.reshape(-1, shape[-1])
-        for i in range(0, flat.shape[0], 4096):  # float32 temporaries of at most 4096 rows
-            n = min(4096, flat.shape[0] - i)
-            flat[i:i + n] = rng.standard_normal((n, shape[-1]), dtype=np.float32) * 0.02
-        return out
+        return lambda rng: normal_f32(rng, shape, 0.02).astype(np.float16)
 
     def norm(n):
-        return (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+        return lambda rng: (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
 
     H, D, E, F = s["hidden"], s["head_dim"], s["experts"], s["expert_ffn"]
-    plan = [("token_embd.weight", lambda: mat(s["vocab"], H))]
+    plan = [("token_embd.weight", mat(s["vocab"], H))]
     for l in range(args.layers):
         p = f"blk.{l}."
         plan += [
-            (p + "attn_norm.weight", lambda: norm(H)),
-            (p + "attn_q.weight", lambda: mat(s["heads"] * D, H)),
-            (p + "attn_k.weight", lambda: mat(s["kv_heads"] * D, H)),
-            (p + "attn_v.weight", lambda: mat(s["kv_heads"] * D, H)),
-            (p + "attn_output.weight", lambda: mat(H, s["heads"] * D)),
-            (p + "attn_q_norm.weight", lambda: norm(D)),
-            (p + "attn_k_norm.weight", lambda: norm(D)),
-            (p + "ffn_norm.weight", lambda: norm(H)),
-            (p + "ffn_gate_inp.weight", lambda: (rng.standard_normal((E, H), dtype=np.float32) * 0.02)),
-            (p + "ffn_gate_exps.weight", lambda: mat(E, F, H)),
-            (p + "ffn_up_exps.weight", lambda: mat(E, F, H)),
-            (p + "ffn_down_exps.weight", lambda: mat(E, H, F)),
+            (p + "attn_norm.weight", norm(H)),
+            (p + "attn_q.weight", mat(s["heads"] * D, H)),
+            (p + "attn_k.weight", mat(s["kv_heads"] * D, H)),
+            (p + "attn_v.weight", mat(s["kv_heads"] * D, H)),
+            (p + "attn_output.weight", mat(H, s["heads"] * D)),
+            (p + "attn_q_norm.weight", norm(D)),
+            (p + "attn_k_norm.weight", norm(D)),
+            (p + "ffn_norm.weight", norm(H)),
+            (p + "ffn_gate_inp.weight", lambda rng: normal_f32(rng, (E, H), 0.02)),
+            (p + "ffn_gate_exps.weight", mat(E, F, H)),
+            (p + "ffn_up_exps.weight", mat(E, F, H)),
+            (p + "ffn_down_exps.weight", mat(E, H, F)),
         ]
-    plan += [("output_norm.weight", lambda: norm(H)), ("output.weight", lambda: mat(s["vocab"], H))]
+    plan += [("output_norm.weight", norm(H)), ("output.weight", mat(s["vocab"], H))]
 
     shapes = {
         "token_embd.weight": ((s["vocab"], H), np.float16), "output.weight": ((s["vocab"], H), np.float16),
@@ -103,8 +99,9 @@ def main():
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
-    for name, make in plan:
-        w.write_tensor_data(make())
+    # Expert stacks are 0.4 GB: a lookahead of 8 tensors keeps memory within a few GB.
+    for t in in_order([make for _, make in plan], lookahead=8):
+        w.write_tensor_data(t)
     w.close()
     print(f"wrote {args.out}")
 

@@ -16,60 +16,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/cuda-logs}
-BUILD=${BUILD:-$ROOT/build-cuda-device}
-JOBS=${JOBS:-$(nproc)}
-MODELS=${MODELS:-/tmp/ferrum-models}
-mkdir -p "$OUT" "$MODELS"
 SUMMARY=$OUT/summary.txt
+mkdir -p "$OUT"
 : >"$SUMMARY"
-
-note() { echo "$*" | tee -a "$SUMMARY"; }
-# stage NAME LIMIT_S LOG CMD...: runs CMD with a time limit, appending to LOG, and records the result.
-stage() {
-  local name=$1 limit=$2 log=$3
-  shift 3
-  local t0=$SECONDS
-  echo "== $name: $*" >>"$log"
-  timeout "$limit" "$@" >>"$log" 2>&1
-  local rc=$?
-  note "$name: rc=$rc in $((SECONDS - t0)) s$([ $rc -eq 124 ] && echo " (time limit $limit s)")"
-  return $rc
-}
-
-{
-  echo "== machine"
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
-  grep PRETTY_NAME /etc/os-release
-  ldd --version | head -1
-  nvcc --version | tail -2
-  cmake --version | head -1
-  python3 -c 'import numpy; print("numpy", numpy.__version__)'
-  command -v compute-sanitizer pkg-config ninja
-} >"$OUT/env.log" 2>&1
-
-if [ -z "${FERRUM_SHARED:-}" ] && [ -d "$ROOT/.devdata/fixtures" ]; then export FERRUM_SHARED=$ROOT/.devdata; fi
-SHARED=${FERRUM_SHARED:-$ROOT/../shared}
+source "$ROOT/bench/cuda/common.sh"
+machine_log "$OUT/env.log"
 note "shared test data: $SHARED"
-
-# Build dependencies carried as .deb files go to a private prefix (unpacking into / can break the image).
-CMAKE_DEPS=()
-if compgen -G "$ROOT/.devdeps/*.deb" >/dev/null; then
-  P=/tmp/ferrum-deps
-  rm -rf "$P" && mkdir -p "$P"
-  for d in "$ROOT"/.devdeps/*.deb; do dpkg-deb -x "$d" "$P"; done
-  export LD_LIBRARY_PATH=$P/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export PKG_CONFIG_PATH=$P/usr/lib/x86_64-linux-gnu/pkgconfig:$P/usr/share/pkgconfig
-  export PKG_CONFIG_SYSROOT_DIR=$P
-  CMAKE_DEPS=(-DCMAKE_PREFIX_PATH="$P/usr" -DCMAKE_CXX_FLAGS="-isystem $P/usr/include"
-              -DPKG_CONFIG_EXECUTABLE="$P/usr/bin/pkgconf")
-  note "build dependencies from .devdeps ($(ls "$ROOT"/.devdeps/*.deb | wc -l) packages)"
-fi
-
-stage configure 120 "$OUT/build.log" cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DFERRUM_CUDA=ON -DFERRUM_BUILD_BENCH=OFF -DFERRUM_SHARED_DIR="$SHARED" "${CMAKE_DEPS[@]}" ||
-  { note "configure failed: see build.log"; exit 1; }
-stage build 300 "$OUT/build.log" ninja -C "$BUILD" -j "$JOBS" ferrum test_backend_cuda test_models scheduler_test ||
-  { note "build failed: see build.log"; exit 1; }
+build_ferrum ferrum test_backend_cuda test_models scheduler_test || exit 1
 
 stage ctest_cuda 180 "$OUT/ctest.log" ctest --test-dir "$BUILD" -L cuda -j 4 --output-on-failure --timeout 240
 grep -E "tests passed|tests failed" "$OUT/ctest.log" | tee -a "$SUMMARY"
@@ -79,20 +32,7 @@ stage memcheck 150 "$OUT/memcheck.log" compute-sanitizer --tool memcheck --error
 grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log" | tail -3 | tee -a "$SUMMARY"
 
 # Benchmarks: a random model with Qwen3-0.6B's shapes, quantized by ferrum itself.
-F16=$MODELS/qwen3-0.6b-f16.gguf
-if [ ! -f "$F16" ]; then
-  if compgen -G "$ROOT/.devdeps/gguf-*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --target /tmp/ferrum-pysite "$ROOT"/.devdeps/gguf-*.whl \
-      >>"$OUT/bench.log" 2>&1
-    export PYTHONPATH=/tmp/ferrum-pysite${PYTHONPATH:+:$PYTHONPATH}
-  fi
-  stage make_model 120 "$OUT/bench.log" python3 "$ROOT/bench/make_models.py" qwen3-0.6b "$F16"
-fi
-FERRUM=$BUILD/tools/ferrum/ferrum
-for q in ${QUANTS:-Q4_K_M Q8_0}; do
-  m=$MODELS/qwen3-0.6b-$(echo "$q" | tr 'A-Z' 'a-z').gguf
-  [ -f "$m" ] || stage "quantize_$q" 120 "$OUT/bench.log" "$FERRUM" quantize "$F16" "$m" "$q"
-done
+for q in F16 ${QUANTS:-Q4_K_M Q8_0}; do model qwen3-0.6b "$q" >/dev/null; done
 # Decode steps replayed as CUDA graphs (the default) and op by op (--no-step-graphs), one after the other.
 for m in "$MODELS"/qwen3-0.6b-{f16,q4_k_m,q8_0}.gguf; do
   [ -f "$m" ] || continue

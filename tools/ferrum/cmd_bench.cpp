@@ -1,9 +1,11 @@
 // ferrum bench: prompt-processing and generation throughput, llama-bench style.
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fmt/format.h>
 #include <map>
 #include <random>
 
@@ -32,6 +34,7 @@ void add_bench(CLI::App& app, int& exit_code) {
   struct Opts {
     std::string model;
     int64_t pp = 128, tg = 64, reps = 3;
+    std::vector<int64_t> parallel;
     bool json = false;
     RuntimeFlags rt;
   };
@@ -40,44 +43,74 @@ void add_bench(CLI::App& app, int& exit_code) {
   cmd->add_option("-p,--n-prompt", o->pp, "Prompt tokens (0 to skip)");
   cmd->add_option("-n,--n-gen", o->tg, "Generated tokens (0 to skip)");
   cmd->add_option("-r,--repetitions", o->reps, "Repetitions")->check(CLI::Range(1, 1000));
+  cmd->add_option(
+         "--parallel", o->parallel,
+         "Concurrent sequences, e.g. 1,8,32,64 (as llama-batched-bench -npl): each level prefills that "
+         "many prompts of -p tokens, then decodes -n steps of one token for every sequence; t/s counts "
+         "all sequences' tokens")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   cmd->add_flag("--json", o->json, "Print JSON instead of a table");
   o->rt.add_to(cmd);
   cmd->callback([o, &exit_code] {
     RuntimeFlags flags = o->rt;
     if (flags.max_batch_tokens < 0) flags.max_batch_tokens = std::max<int64_t>(512, o->pp);
     if (flags.kv_capacity < 0) flags.kv_capacity = o->pp + o->tg + 16;
+    if (!o->parallel.empty() && flags.max_seqs < 0)
+      flags.max_seqs = *std::max_element(o->parallel.begin(), o->parallel.end());
     auto rt = load_runtime(o->model, flags);
     if (!rt.ok()) return void(exit_code = fail(rt.status()));
     Runtime& r = *rt.value();
     const ModelConfig& c = r.config();
     std::mt19937 rng(42);
     std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size - 1));
-    std::vector<int32_t> prompt(static_cast<size_t>(std::max<int64_t>(o->pp, 1)));
-    for (auto& t : prompt) t = tok(rng);
     using clock = std::chrono::steady_clock;
-    std::vector<double> pp_rates, tg_rates;
-    // One warm-up round (page in weights, grow buffers), then the measured repetitions.
-    for (int64_t rep = -1; rep < o->reps; ++rep) {
-      r.reset();
-      if (o->pp > 0) {
-        auto t0 = clock::now();
-        auto lv = r.prefill(0, prompt);
-        if (!lv.ok()) return void(exit_code = fail(lv.status()));
-        double s = std::chrono::duration<double>(clock::now() - t0).count();
-        if (rep >= 0) pp_rates.push_back(double(o->pp) / s);
+    auto seconds_since = [](clock::time_point t0) {
+      return std::chrono::duration<double>(clock::now() - t0).count();
+    };
+    // Rows of the table: test name, concurrent sequences, rates of the measured repetitions.
+    struct Row {
+      std::string test;
+      int64_t seqs;
+      std::vector<double> rates;
+    };
+    std::vector<Row> rows;
+    const std::vector<int64_t> levels = o->parallel.empty() ? std::vector<int64_t>{1} : o->parallel;
+    for (int64_t n_seqs : levels) {
+      std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(n_seqs));
+      for (auto& p : prompts) {
+        p.resize(static_cast<size_t>(std::max<int64_t>(o->pp, 1)));
+        for (auto& t : p) t = tok(rng);
       }
-      if (o->tg > 0) {
+      Row pp_row{fmt::format("pp{}", o->pp), n_seqs, {}}, tg_row{fmt::format("tg{}", o->tg), n_seqs, {}};
+      // One warm-up round (page in weights, grow buffers, record step graphs), then the measured repetitions.
+      for (int64_t rep = -1; rep < o->reps; ++rep) {
         r.reset();
-        int32_t t = prompt[0];
-        auto t0 = clock::now();
-        for (int64_t i = 0; i < o->tg; ++i) {
-          auto lv = r.decode(0, t, i);
-          if (!lv.ok()) return void(exit_code = fail(lv.status()));
-          t = argmax(lv->row(0), c.vocab_size);
+        if (o->pp > 0) {
+          auto t0 = clock::now();
+          for (int64_t q = 0; q < n_seqs; ++q)
+            if (auto lv = r.prefill(q, prompts[size_t(q)]); !lv.ok())
+              return void(exit_code = fail(lv.status()));
+          if (rep >= 0) pp_row.rates.push_back(double(o->pp * n_seqs) / seconds_since(t0));
         }
-        double s = std::chrono::duration<double>(clock::now() - t0).count();
-        if (rep >= 0) tg_rates.push_back(double(o->tg) / s);
+        if (o->tg > 0) {
+          r.reset();
+          std::vector<Runtime::DecodeItem> items;
+          for (int64_t q = 0; q < n_seqs; ++q) items.push_back({q, prompts[size_t(q)][0], 0});
+          auto t0 = clock::now();
+          for (int64_t i = 0; i < o->tg; ++i) {
+            auto lv = n_seqs == 1 ? r.decode(0, items[0].token, i) : r.decode_batch(items);
+            if (!lv.ok()) return void(exit_code = fail(lv.status()));
+            for (size_t q = 0; q < items.size(); ++q) {
+              items[q].token = argmax(lv->row(int64_t(q)), c.vocab_size);
+              items[q].pos = i + 1;
+            }
+          }
+          if (rep >= 0) tg_row.rates.push_back(double(o->tg * n_seqs) / seconds_since(t0));
+        }
       }
+      if (!pp_row.rates.empty()) rows.push_back(std::move(pp_row));
+      if (!tg_row.rates.empty()) rows.push_back(std::move(tg_row));
     }
     size_t bytes = 0;
     std::map<std::string, int> types;
@@ -91,27 +124,33 @@ void add_bench(CLI::App& app, int& exit_code) {
     const std::string name = std::filesystem::path(o->model).filename().string();
     const int threads = r.runtime_config().threads;
     const std::string th = threads > 0 ? std::to_string(threads) : "all";
-    std::vector<std::pair<std::string, Stat>> rows;
-    if (!pp_rates.empty()) rows.push_back({fmt::format("pp{}", o->pp), stats(pp_rates)});
-    if (!tg_rates.empty()) rows.push_back({fmt::format("tg{}", o->tg), stats(tg_rates)});
     if (o->json) {
       std::printf("[");
-      for (size_t i = 0; i < rows.size(); ++i)
-        std::printf("%s{\"model\": \"%s\", \"size_bytes\": %zu, \"type\": \"%s\", \"threads\": \"%s\", \"backend\": \"%s\", "
-                    "\"test\": \"%s\", \"tokens_per_s\": %.3f, \"stddev\": %.3f, \"repetitions\": %lld}",
-                    i ? ", " : "", name.c_str(), bytes, type_str.c_str(), th.c_str(), r.runtime_config().backend.c_str(),
-                    rows[i].first.c_str(), rows[i].second.mean, rows[i].second.sd, (long long)o->reps);
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const Stat st = stats(rows[i].rates);
+        std::printf(
+            "%s{\"model\": \"%s\", \"size_bytes\": %zu, \"type\": \"%s\", \"threads\": \"%s\", \"backend\": "
+            "\"%s\", "
+            "\"test\": \"%s\", \"sequences\": %lld, \"tokens_per_s\": %.3f, \"stddev\": %.3f, "
+            "\"repetitions\": %lld}",
+            i ? ", " : "", name.c_str(), bytes, type_str.c_str(), th.c_str(),
+            r.runtime_config().backend.c_str(), rows[i].test.c_str(), (long long)rows[i].seqs, st.mean, st.sd,
+            (long long)o->reps);
+      }
       std::printf("]\n");
     } else {
-      std::printf("| %-28s | %10s | %-12s | %7s | %-7s | %8s | %20s |\n", "model", "size", "type", "backend", "threads",
-                  "test", "t/s");
-      std::printf("|%s|%s|%s|%s|%s|%s|%s|\n", std::string(30, '-').c_str(), std::string(12, '-').c_str(),
+      std::printf("| %-28s | %10s | %-12s | %7s | %-7s | %4s | %8s | %20s |\n", "model", "size", "type",
+                  "backend", "threads", "seqs", "test", "t/s");
+      std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(30, '-').c_str(), std::string(12, '-').c_str(),
                   std::string(14, '-').c_str(), std::string(9, '-').c_str(), std::string(9, '-').c_str(),
-                  std::string(10, '-').c_str(), std::string(22, '-').c_str());
-      for (auto& [test, s] : rows)
-        std::printf("| %-28s | %7.2f MiB | %-12s | %7s | %-7s | %8s | %11.2f ± %6.2f |\n", name.c_str(),
-                    double(bytes) / (1 << 20), type_str.c_str(), r.runtime_config().backend.c_str(), th.c_str(),
-                    test.c_str(), s.mean, s.sd);
+                  std::string(6, '-').c_str(), std::string(10, '-').c_str(), std::string(22, '-').c_str());
+      for (auto& row : rows) {
+        const Stat st = stats(row.rates);
+        std::printf("| %-28s | %7.2f MiB | %-12s | %7s | %-7s | %4lld | %8s | %11.2f ± %6.2f |\n",
+                    name.c_str(), double(bytes) / (1 << 20), type_str.c_str(),
+                    r.runtime_config().backend.c_str(), th.c_str(), (long long)row.seqs, row.test.c_str(),
+                    st.mean, st.sd);
+      }
     }
   });
 }

@@ -18,24 +18,67 @@ __device__ __forceinline__ void flat_rc(int64_t i, int64_t cols, int64_t* r, int
 
 int elementwise_blocks(int64_t n) { return static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536)); }
 
+// Loops that store into memory the compiler cannot prove apart from what they load run one load
+// latency per iteration; the row kernels below therefore load a thread's elements into registers
+// before storing any of them.
+
+// RMSNorm of one row per block, optionally after a residual add (x += y, written back). A thread
+// holds its kPer elements (columns threadIdx.x + j * blockDim.x) in registers.
+constexpr int kNormThreads = 1024;
+constexpr int kNormMaxPer = 16;  // rows up to 16384 columns
+
+template <int kPer>
 __global__ void rms_norm_kernel(FMat x, CFMat y, const float* __restrict__ w, float eps, FMat out) {
   __shared__ float red[32];
   float* xr = x.p + blockIdx.x * x.ld;
   const float* yr = y.p ? y.p + blockIdx.x * y.ld : nullptr;
   float* o = out.p + blockIdx.x * out.ld;
-  float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) {
-    float v = xr[i];
-    if (yr) {
-      v += yr[i];
-      xr[i] = v;
-    }
-    ss = fmaf(v, v, ss);
+  float v[kPer];
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    v[j] = i < x.cols ? xr[i] : 0.0f;
   }
+  if (yr) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+      if (i < x.cols) v[j] += yr[i];
+    }
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+      if (i < x.cols) xr[i] = v[j];
+    }
+  }
+  float ss = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) ss = fmaf(v[j], v[j], ss);
   ss = block_sum(ss, red);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(x.cols) + eps);
-  // Each thread reads back only the elements it wrote, so out may alias x.
-  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) o[i] = xr[i] * inv * w[i];
+  // out may alias x: every element was read before.
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    if (i < x.cols) o[i] = v[j] * inv * w[i];
+  }
+}
+
+// Copies n floats, four per thread at a time (all four loads before the stores).
+__device__ __forceinline__ void copy_row(const float* src, float* dst, int64_t n) {
+  for (int64_t i0 = threadIdx.x; i0 < n; i0 += 4 * int64_t(blockDim.x)) {
+    float v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int64_t i = i0 + u * int64_t(blockDim.x);
+      v[u] = i < n ? src[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int64_t i = i0 + u * int64_t(blockDim.x);
+      if (i < n) dst[i] = v[u];
+    }
+  }
 }
 
 __global__ void layer_norm_kernel(CFMat x, const float* __restrict__ w, const float* __restrict__ b,
@@ -126,9 +169,7 @@ __global__ void softcap_kernel(FMat x, float cap) {
 }
 
 __global__ void gather_rows_kernel(CFMat x, const int32_t* __restrict__ rows, FMat out) {
-  const float* src = x.p + int64_t(rows[blockIdx.x]) * x.ld;
-  float* dst = out.p + blockIdx.x * out.ld;
-  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) dst[i] = src[i];
+  copy_row(x.p + int64_t(rows[blockIdx.x]) * x.ld, out.p + blockIdx.x * out.ld, x.cols);
 }
 
 // One block per token: cos/sin per frequency once (in double, as the reference), then every head.
@@ -145,29 +186,53 @@ __global__ void rope_kernel(FMat x, int64_t n_heads, int64_t head_dim, int64_t h
   }
   __syncthreads();
   float* row = x.p + blockIdx.x * x.ld;
-  for (int64_t j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
-    const int64_t h = j / half, i = j - h * half;
-    float* v = row + h * head_dim;
-    const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-    const float x0 = v[a], x1 = v[b];
-    v[a] = x0 * cs[i] - x1 * sn[i];
-    v[b] = x0 * sn[i] + x1 * cs[i];
+  const int64_t pairs = n_heads * half;
+  for (int64_t j0 = threadIdx.x; j0 < pairs; j0 += 4 * int64_t(blockDim.x)) {
+    float x0[4], x1[4];
+    int64_t ia[4], ib[4], fi[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int64_t j = j0 + u * int64_t(blockDim.x);
+      const int64_t h = j / half, i = j - h * half;
+      fi[u] = i;
+      ia[u] = h * head_dim + (neox ? i : 2 * i);
+      ib[u] = h * head_dim + (neox ? i + half : 2 * i + 1);
+      x0[u] = j < pairs ? row[ia[u]] : 0.0f;
+      x1[u] = j < pairs ? row[ib[u]] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      if (j0 + u * int64_t(blockDim.x) >= pairs) continue;
+      row[ia[u]] = x0[u] * cs[fi[u]] - x1[u] * sn[fi[u]];
+      row[ib[u]] = x0[u] * sn[fi[u]] + x1[u] * cs[fi[u]];
+    }
   }
 }
 
 __global__ void kv_write_kernel(FMat kc, FMat vc, CFMat k, CFMat v, const int32_t* __restrict__ slots) {
   const int64_t slot = slots[blockIdx.x];
-  for (int64_t i = threadIdx.x; i < k.cols; i += blockDim.x)
-    kc.p[slot * kc.ld + i] = k.p[blockIdx.x * k.ld + i];
-  for (int64_t i = threadIdx.x; i < v.cols; i += blockDim.x)
-    vc.p[slot * vc.ld + i] = v.p[blockIdx.x * v.ld + i];
+  copy_row(k.p + blockIdx.x * k.ld, kc.p + slot * kc.ld, k.cols);
+  copy_row(v.p + blockIdx.x * v.ld, vc.p + slot * vc.ld, v.cols);
 }
 
 }  // namespace
 
 cudaError_t rms_norm(cudaStream_t s, FMat x, CFMat y, const float* w, float eps, FMat out) {
   if (x.rows == 0) return cudaSuccess;
-  rms_norm_kernel<<<static_cast<unsigned>(x.rows), kRowThreads, 0, s>>>(x, y, w, eps, out);
+  const int threads = static_cast<int>(std::min<int64_t>(kNormThreads, (x.cols + 31) / 32 * 32));
+  const int64_t per = (x.cols + threads - 1) / threads;
+  if (per > kNormMaxPer) return cudaErrorInvalidValue;
+  const unsigned blocks = static_cast<unsigned>(x.rows);
+  if (per <= 1)
+    rms_norm_kernel<1><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+  else if (per <= 2)
+    rms_norm_kernel<2><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+  else if (per <= 4)
+    rms_norm_kernel<4><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+  else if (per <= 8)
+    rms_norm_kernel<8><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+  else
+    rms_norm_kernel<kNormMaxPer><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
   return cudaGetLastError();
 }
 
@@ -227,7 +292,7 @@ cudaError_t rope(cudaStream_t s, FMat x, int64_t n_heads, int64_t head_dim, int6
                  const float* inv_freq, const int32_t* positions) {
   if (x.rows == 0 || rope_dim == 0) return cudaSuccess;
   const int64_t half = rope_dim / 2;
-  rope_kernel<<<static_cast<unsigned>(x.rows), 128, static_cast<size_t>(2 * half) * sizeof(float), s>>>(
+  rope_kernel<<<static_cast<unsigned>(x.rows), 256, static_cast<size_t>(2 * half) * sizeof(float), s>>>(
       x, n_heads, head_dim, half, neox, inv_freq, positions);
   return cudaGetLastError();
 }

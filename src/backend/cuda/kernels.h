@@ -46,7 +46,7 @@ cudaError_t split_activations(cudaStream_t s, CFMat x, bool bf16, void* hi, void
 // out[i] = table[ids[i]] as float32.
 cudaError_t embed(cudaStream_t s, const WMat& table, const int32_t* ids, FMat out);
 
-// out = rms_norm(x (+= y when y.p)) * w per row; out may alias x.
+// out = rms_norm(x (+= y when y.p)) * w per row (rows of at most 16384 columns); out may alias x.
 cudaError_t rms_norm(cudaStream_t s, FMat x, CFMat y, const float* w, float eps, FMat out);
 cudaError_t layer_norm(cudaStream_t s, CFMat x, const float* w, const float* b, float eps, FMat out);
 cudaError_t add(cudaStream_t s, FMat x, CFMat y);

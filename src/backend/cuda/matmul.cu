@@ -1,6 +1,7 @@
 // Weight-streaming GEMV for small steps, weight decoding for the cuBLAS path, embedding lookup.
 #include <algorithm>
 #include <climits>
+#include <type_traits>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dequant.cuh"
@@ -60,6 +61,166 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
         load_x(x.p + t * x.ld, a0, b0, k, xvec, xv);
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[t] = __fmaf_rn(wv[i], xv[i], acc[t]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (t < nt) {
+      const float v = warp_sum(acc[t]);
+      if (lane == 0) y.p[t * y.ld + r] = v;
+    }
+  }
+}
+
+// Nibble n (0..15) as a float, exactly: the float with bits 0x4B000000 | n is 2^23 + n (no int-to-float
+// conversion, which runs at a quarter of the FMA rate).
+__device__ __forceinline__ float nibble_float(uint32_t word, int byte, int shift) {
+  return __int_as_float(0x4B000000 | ((word >> (8 * byte + shift)) & 0xF)) - 8388608.0f;
+}
+
+// scale_min_k4 on the 12 scale bytes held in registers (bytes 0-7 in lo, 8-11 in hi), so a
+// lane-dependent sub-block index needs no local-memory array.
+__device__ __forceinline__ void scale_min_k4_words(int j, uint64_t lo, uint32_t hi, int* sc, int* m) {
+  auto byte = [&](int k) {
+    return static_cast<int>(k < 8 ? (lo >> (8 * k)) & 0xFF : (hi >> (8 * (k - 8))) & 0xFF);
+  };
+  if (j < 4) {
+    *sc = byte(j) & 63;
+    *m = byte(j + 4) & 63;
+  } else {
+    *sc = (byte(j + 4) & 0xF) | ((byte(j - 4) >> 6) << 4);
+    *m = (byte(j + 4) >> 4) | ((byte(j) >> 6) << 4);
+  }
+}
+
+// Q4_K rows, the bulk of a Q4_K_M model: a lane takes 16 of a block's 128 quant bytes with one 16-byte
+// load (part p = lane % 8: group g = p / 2, offset l0 = 16 (p % 2); low nibbles are sub-block 2g at
+// columns 64g + l0 .., high nibbles sub-block 2g + 1 at 64g + 32 + l0 ..), the block's 16-byte head
+// (d, dmin, scales) with another, so 8 lanes cover a block and a warp 4 blocks a step. Weights decode
+// exactly as KChunk does (d1 * q + n1, rounded once); each token's sum runs in the same order for any
+// number of tokens. Needs 16-byte aligned rows and activations.
+template <int NT>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_q4k_kernel(WMat w, CFMat x, FMat y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  if (r >= w.rows) return;
+  const uint8_t* row = w.p + r * w.row_bytes;
+  const int64_t n_blocks = w.cols / 256;
+  const int part = lane & 7, g = part >> 1, l0 = 16 * (part & 1);
+  const int nt = static_cast<int>(x.rows);
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+#pragma unroll 2
+  for (int64_t blk = lane >> 3; blk < n_blocks; blk += 4) {
+    const uint8_t* b = row + blk * sizeof(BlockQ4_K);
+    const uint4 head = __ldg(reinterpret_cast<const uint4*>(b));
+    const uint4 qv = __ldg(reinterpret_cast<const uint4*>(b + 16 + 16 * part));
+    const float d = half_bits_to_float(static_cast<uint16_t>(head.x & 0xFFFF));
+    const float dmin = half_bits_to_float(static_cast<uint16_t>(head.x >> 16));
+    const uint64_t s_lo = head.y | (uint64_t{head.z} << 32);
+    int sc1, m1, sc2, m2;
+    scale_min_k4_words(2 * g, s_lo, head.w, &sc1, &m1);
+    scale_min_k4_words(2 * g + 1, s_lo, head.w, &sc2, &m2);
+    const float d1 = __fmul_rn(d, static_cast<float>(sc1)), n1 = -__fmul_rn(dmin, static_cast<float>(m1));
+    const float d2 = __fmul_rn(d, static_cast<float>(sc2)), n2 = -__fmul_rn(dmin, static_cast<float>(m2));
+    const uint32_t qw[4] = {qv.x, qv.y, qv.z, qv.w};
+    float wl[16], wh[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      wl[i] = __fmaf_rn(d1, nibble_float(qw[i / 4], i % 4, 0), n1);
+      wh[i] = __fmaf_rn(d2, nibble_float(qw[i / 4], i % 4, 4), n2);
+    }
+    const int64_t col = 256 * blk + 64 * g + l0;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      if (t < nt) {
+        const float4* xl = reinterpret_cast<const float4*>(x.p + t * x.ld + col);
+        const float4* xh = reinterpret_cast<const float4*>(x.p + t * x.ld + col + 32);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float4 a = __ldg(xl + i), c = __ldg(xh + i);
+          acc[t] = __fmaf_rn(wl[4 * i], a.x, acc[t]);
+          acc[t] = __fmaf_rn(wl[4 * i + 1], a.y, acc[t]);
+          acc[t] = __fmaf_rn(wl[4 * i + 2], a.z, acc[t]);
+          acc[t] = __fmaf_rn(wl[4 * i + 3], a.w, acc[t]);
+          acc[t] = __fmaf_rn(wh[4 * i], c.x, acc[t]);
+          acc[t] = __fmaf_rn(wh[4 * i + 1], c.y, acc[t]);
+          acc[t] = __fmaf_rn(wh[4 * i + 2], c.z, acc[t]);
+          acc[t] = __fmaf_rn(wh[4 * i + 3], c.w, acc[t]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (t < nt) {
+      const float v = warp_sum(acc[t]);
+      if (lane == 0) y.p[t * y.ld + r] = v;
+    }
+  }
+}
+
+// Q6_K rows (output heads and some ffn_down / attn_v of Q4_K_M models): 8 lanes per 210-byte block, lane
+// part p: half h = p / 4, l0 = 8 (p % 4); for l = l0 .. l0 + 7 the bytes ql[64h + l], ql[64h + 32 + l] and
+// qh[32h + l] give the weights at 128h + l (+ 32, + 64, + 96) with scales sc[8h + l0 / 16 + 0, 2, 4, 6].
+// Blocks are only 2-byte aligned, so loads are 16-bit. Weights decode exactly as Q6_KChunk does.
+template <int NT>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_q6k_kernel(WMat w, CFMat x, FMat y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  if (r >= w.rows) return;
+  const uint8_t* row = w.p + r * w.row_bytes;
+  const int64_t n_blocks = w.cols / 256;
+  const int part = lane & 7, h = part >> 2, l0 = 8 * (part & 3);
+  const int nt = static_cast<int>(x.rows);
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+#pragma unroll 2
+  for (int64_t blk = lane >> 3; blk < n_blocks; blk += 4) {
+    const uint8_t* b = row + blk * sizeof(BlockQ6_K);
+    const uint32_t qa[2] = {ld32_a2(b + 64 * h + l0), ld32_a2(b + 64 * h + l0 + 4)};
+    const uint32_t qb[2] = {ld32_a2(b + 64 * h + 32 + l0), ld32_a2(b + 64 * h + 32 + l0 + 4)};
+    const uint32_t qh[2] = {ld32_a2(b + 128 + 32 * h + l0), ld32_a2(b + 128 + 32 * h + l0 + 4)};
+    const float d = half_bits_to_float(ld16(b + 208));
+    const int is = 8 * h + l0 / 16;
+    float ds[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      ds[j] = __fmul_rn(d, static_cast<float>(static_cast<int8_t>(b[192 + is + 2 * j])));
+    float wv[4][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int a = byte_of(qa[i / 4], i % 4), c = byte_of(qb[i / 4], i % 4), e = byte_of(qh[i / 4], i % 4);
+      const int q1 = ((a & 0xF) | ((e & 3) << 4)) - 32;
+      const int q2 = ((c & 0xF) | (((e >> 2) & 3) << 4)) - 32;
+      const int q3 = ((a >> 4) | (((e >> 4) & 3) << 4)) - 32;
+      const int q4 = ((c >> 4) | (((e >> 6) & 3) << 4)) - 32;
+      wv[0][i] = __fmul_rn(ds[0], static_cast<float>(q1));
+      wv[1][i] = __fmul_rn(ds[1], static_cast<float>(q2));
+      wv[2][i] = __fmul_rn(ds[2], static_cast<float>(q3));
+      wv[3][i] = __fmul_rn(ds[3], static_cast<float>(q4));
+    }
+    const int64_t col = 256 * blk + 128 * h + l0;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      if (t < nt) {
+        const float* xr = x.p + t * x.ld + col;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float4 a = __ldg(reinterpret_cast<const float4*>(xr + 32 * j));
+          const float4 c = __ldg(reinterpret_cast<const float4*>(xr + 32 * j + 4));
+          acc[t] = __fmaf_rn(wv[j][0], a.x, acc[t]);
+          acc[t] = __fmaf_rn(wv[j][1], a.y, acc[t]);
+          acc[t] = __fmaf_rn(wv[j][2], a.z, acc[t]);
+          acc[t] = __fmaf_rn(wv[j][3], a.w, acc[t]);
+          acc[t] = __fmaf_rn(wv[j][4], c.x, acc[t]);
+          acc[t] = __fmaf_rn(wv[j][5], c.y, acc[t]);
+          acc[t] = __fmaf_rn(wv[j][6], c.z, acc[t]);
+          acc[t] = __fmaf_rn(wv[j][7], c.w, acc[t]);
+        }
       }
     }
   }
@@ -262,6 +423,19 @@ __global__ void split_kernel(CFMat x, void* hi, void* lo) {
   }
 }
 
+// Calls f(std::integral_constant<int, NT>) with the GEMV token count NT (1, 2, 4 or 8) that covers n.
+template <class F>
+void launch_by_tokens(int64_t n, F&& f) {
+  if (n <= 1)
+    f(std::integral_constant<int, 1>{});
+  else if (n <= 2)
+    f(std::integral_constant<int, 2>{});
+  else if (n <= 4)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, 8>{});
+}
+
 }  // namespace
 
 bool weight_type_supported(DType t) {
@@ -273,16 +447,24 @@ cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
   const bool wvec = weight_rows_vectorizable(w);
   const bool xvec = w.cols % 8 == 0 && x.ld % 4 == 0 && aligned16(x.p);
   const unsigned blocks = static_cast<unsigned>((w.rows + kGemvWarps - 1) / kGemvWarps);
+  // The K-quant kernels read 256-column blocks with 16-byte activation loads (16-byte rows for Q4_K).
+  const bool kvec = xvec && w.cols % 256 == 0;
+  if (kvec && w.type == DType::Q4_K && aligned16(w.p) && w.row_bytes % 16 == 0) {
+    launch_by_tokens(x.rows, [&](auto nt) {
+      gemv_q4k_kernel<decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y);
+    });
+    return cudaGetLastError();
+  }
+  if (kvec && w.type == DType::Q6_K) {
+    launch_by_tokens(x.rows, [&](auto nt) {
+      gemv_q6k_kernel<decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y);
+    });
+    return cudaGetLastError();
+  }
   dispatch_chunk(w.type, [&](auto q) {
-    using Q = decltype(q);
-    if (x.rows <= 1)
-      gemv_kernel<Q, 1><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y, wvec, xvec);
-    else if (x.rows <= 2)
-      gemv_kernel<Q, 2><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y, wvec, xvec);
-    else if (x.rows <= 4)
-      gemv_kernel<Q, 4><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y, wvec, xvec);
-    else
-      gemv_kernel<Q, 8><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y, wvec, xvec);
+    launch_by_tokens(x.rows, [&](auto nt) {
+      gemv_kernel<decltype(q), decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y, wvec, xvec);
+    });
   });
   return cudaGetLastError();
 }
