@@ -15,7 +15,8 @@ struct RuntimeConfig {
   int64_t kv_capacity = 0;         // tokens per sequence; 0: min(model context, 4096)
   int64_t max_seqs = 4;            // sequences that may run in one step
   int64_t kv_blocks = 0;           // KV pool in 16-token blocks; 0: enough for max_seqs full sequences,
-  int64_t kv_memory_mib = 0;       //   but at most this much memory (0: no limit) and at least one sequence
+  int64_t kv_memory_mib = 0;       //   but at most this much KV memory, sliding-window rings included
+                                   //   (0: no limit), and at least one sequence
   int64_t max_batch_tokens = 512;  // tokens per forward step; longer prompts are chunked
   bool profile = false;            // per-stage timings
   bool step_graphs = true;         // record decode steps once per batch size and replay them (CUDA graphs)

@@ -83,10 +83,14 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   const int64_t pooled_layers = mc.n_layers - std::count(window.layers.begin(), window.layers.end(), true);
   int64_t n_blocks = cfg.kv_blocks > 0 ? cfg.kv_blocks : blocks_per_seq * cfg.max_seqs;
   if (cfg.kv_blocks == 0 && cfg.kv_memory_mib > 0) {
-    // K and V, float32, every layer that takes pool blocks.
-    const int64_t block_bytes = 2 * std::max<int64_t>(pooled_layers, 1) * im->model->kv_dim() *
-                                KvCache::kBlockSize * int64_t{sizeof(float)};
-    n_blocks = std::max(blocks_per_seq, std::min(n_blocks, (cfg.kv_memory_mib << 20) / block_bytes));
+    // K and V, float32. The rings of sliding-window layers come out of the budget first; the pool
+    // blocks (every other layer) get the rest, but always at least one full sequence.
+    const int64_t row_bytes = 2 * im->model->kv_dim() * int64_t{sizeof(float)};
+    const int64_t ring_bytes =
+        (mc.n_layers - pooled_layers) * window.n_rings * window.ring_tokens * row_bytes;
+    const int64_t block_bytes = std::max<int64_t>(pooled_layers, 1) * KvCache::kBlockSize * row_bytes;
+    const int64_t pool_budget = std::max<int64_t>(0, (cfg.kv_memory_mib << 20) - ring_bytes);
+    n_blocks = std::max(blocks_per_seq, std::min(n_blocks, pool_budget / block_bytes));
   }
   FERRUM_ASSIGN_OR_RETURN(
       im->kv, KvCache::create(*im->backend, mc.n_layers, im->model->kv_dim(), n_blocks, capacity, window));

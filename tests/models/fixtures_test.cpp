@@ -5,8 +5,8 @@
 #include <algorithm>
 
 #include "core/npy.h"
-#include "ferrum/runtime.h"
 #include "device_util.h"
+#include "ferrum/runtime.h"
 #include "fixture_util.h"
 
 namespace ferrum::testing {
@@ -16,7 +16,8 @@ namespace {
 class DeviceEnvironment : public ::testing::Environment {
   void SetUp() override { FERRUM_SKIP_WITHOUT_DEVICE(test_backend()); }
 };
-[[maybe_unused]] const auto* const kDeviceEnvironment = ::testing::AddGlobalTestEnvironment(new DeviceEnvironment);
+[[maybe_unused]] const auto* const kDeviceEnvironment =
+    ::testing::AddGlobalTestEnvironment(new DeviceEnvironment);
 
 std::unique_ptr<Runtime> load(const std::string& path) {
   RuntimeConfig cfg;
@@ -117,7 +118,26 @@ TEST(HfFixtureRings, SlidingWindowRingsWrapAndMatchTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Dense, HfFixture, ::testing::Values("llama", "llama3_rope", "qwen2", "qwen3", "gemma3"));
+// --kv-memory bounds all KV memory: the rings (here 64 sequences x 5 windowed layers x 16 rows,
+// 2.5 MiB) come out of the budget and the pool of the one full-attention layer gets the rest.
+TEST(HfFixtureRings, KvMemoryBudgetIncludesRings) {
+  const std::string rel = "fixtures/hf/gemma3";
+  FERRUM_REQUIRE_SHARED(rel);
+  RuntimeConfig cfg;
+  cfg.backend = test_backend();
+  cfg.max_batch_tokens = 4;
+  cfg.max_seqs = 64;
+  cfg.kv_memory_mib = 4;
+  auto r = Runtime::load(shared_path(rel), cfg);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_LE(r.value()->kv_bytes(), size_t{4} << 20);
+  // The pool still holds whole sequences: at least one, and what the rest of the budget allows.
+  EXPECT_GE(r.value()->kv_total_blocks() * r.value()->kv_block_tokens(), r.value()->kv_capacity());
+  EXPECT_GT(r.value()->kv_bytes(), size_t{3} << 20);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dense, HfFixture,
+                         ::testing::Values("llama", "llama3_rope", "qwen2", "qwen3", "gemma3"));
 INSTANTIATE_TEST_SUITE_P(MixtureOfExperts, HfFixture, ::testing::Values("qwen3_moe"));
 
 TEST(Stories260K, LogitsAndGreedyMatchLlamaCpp) {
@@ -130,7 +150,8 @@ TEST(Stories260K, LogitsAndGreedyMatchLlamaCpp) {
   ASSERT_TRUE(ref.ok());
   auto got = prefill_all(*r, prompt);
   ASSERT_EQ(got.size(), ref->data.size());
-  EXPECT_LE(max_abs_diff(got.data(), ref->data.data(), got.size()), 1e-4f * max_abs(ref->data.data(), got.size()));
+  EXPECT_LE(max_abs_diff(got.data(), ref->data.data(), got.size()),
+            1e-4f * max_abs(ref->data.data(), got.size()));
   EXPECT_EQ(greedy(*r, prompt, 64), read_ids_txt(dir + "greedy_ids.txt"));
 }
 
