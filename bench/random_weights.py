@@ -31,13 +31,9 @@ def in_order(makers, seed=0, lookahead=None):
     lookahead = lookahead or 2 * workers
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         pending = deque()
-        it = iter(enumerate(makers))
-        for i, make in it:
+        for i, make in enumerate(makers):
             pending.append(pool.submit(make, np.random.default_rng([seed, i])))
-            if len(pending) >= lookahead:
-                break
-        for i, make in it:
-            yield pending.popleft().result()
-            pending.append(pool.submit(make, np.random.default_rng([seed, i])))
+            if len(pending) > lookahead:
+                yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()

@@ -99,7 +99,7 @@ void add_bench(CLI::App& app, int& exit_code) {
           for (int64_t q = 0; q < n_seqs; ++q) items.push_back({q, prompts[size_t(q)][0], 0});
           auto t0 = clock::now();
           for (int64_t i = 0; i < o->tg; ++i) {
-            auto lv = n_seqs == 1 ? r.decode(0, items[0].token, i) : r.decode_batch(items);
+            auto lv = r.decode_batch(items);
             if (!lv.ok()) return void(exit_code = fail(lv.status()));
             for (size_t q = 0; q < items.size(); ++q) {
               items[q].token = argmax(lv->row(int64_t(q)), c.vocab_size);

@@ -94,27 +94,20 @@ __device__ __forceinline__ void scale_min_k4_words(int j, uint64_t lo, uint32_t 
   }
 }
 
-// Q4_K rows, the bulk of a Q4_K_M model: a lane takes 16 of a block's 128 quant bytes with one 16-byte
-// load (part p = lane % 8: group g = p / 2, offset l0 = 16 (p % 2); low nibbles are sub-block 2g at
-// columns 64g + l0 .., high nibbles sub-block 2g + 1 at 64g + 32 + l0 ..), the block's 16-byte head
-// (d, dmin, scales) with another, so 8 lanes cover a block and a warp 4 blocks a step. Weights decode
-// exactly as KChunk does (d1 * q + n1, rounded once); each token's sum runs in the same order for any
-// number of tokens. Needs 16-byte aligned rows and activations.
-template <int NT>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_q4k_kernel(WMat w, CFMat x, FMat y) {
-  const int lane = threadIdx.x & 31;
-  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  if (r >= w.rows) return;
-  const uint8_t* row = w.p + r * w.row_bytes;
-  const int64_t n_blocks = w.cols / 256;
-  const int part = lane & 7, g = part >> 1, l0 = 16 * (part & 1);
-  const int nt = static_cast<int>(x.rows);
-  float acc[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-#pragma unroll 2
-  for (int64_t blk = lane >> 3; blk < n_blocks; blk += 4) {
-    const uint8_t* b = row + blk * sizeof(BlockQ4_K);
+// Lane decoders for gemv_kquant_kernel: 8 lanes share a 256-column block; lane part p (0..7) decodes
+// 32 of its weights as 8 runs of 4 consecutive columns, w[k][0..3] at block column base + run(k)
+// (decode returns base; run(k) is a constant, so the activation loads share one address).
+//
+// Q4_K, the bulk of a Q4_K_M model: the lane's 16 of the block's 128 quant bytes come in one 16-byte
+// load (group g = p / 2, l0 = 16 (p % 2): low nibbles are sub-block 2g at columns 64g + l0 .. + 15,
+// high nibbles sub-block 2g + 1 at 64g + 32 + l0 ..), the block's head (d, dmin, scales) in another;
+// runs alternate low and high nibbles of bytes 4i .. 4i + 3. Weights decode exactly as KChunk does
+// (d1 * q + n1, rounded once). Needs 16-byte aligned rows.
+struct Q4_KLanes {
+  static constexpr size_t kBytes = sizeof(BlockQ4_K);
+  __device__ static constexpr int run(int k) { return 4 * (k >> 1) + 32 * (k & 1); }
+  __device__ __forceinline__ static int decode(const uint8_t* b, int part, float (&w)[8][4]) {
+    const int g = part >> 1, l0 = 16 * (part & 1);
     const uint4 head = __ldg(reinterpret_cast<const uint4*>(b));
     const uint4 qv = __ldg(reinterpret_cast<const uint4*>(b + 16 + 16 * part));
     const float d = half_bits_to_float(static_cast<uint16_t>(head.x & 0xFFFF));
@@ -126,61 +119,28 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_q4k_kernel(WMat w, CFMat
     const float d1 = __fmul_rn(d, static_cast<float>(sc1)), n1 = -__fmul_rn(dmin, static_cast<float>(m1));
     const float d2 = __fmul_rn(d, static_cast<float>(sc2)), n2 = -__fmul_rn(dmin, static_cast<float>(m2));
     const uint32_t qw[4] = {qv.x, qv.y, qv.z, qv.w};
-    float wl[16], wh[16];
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      wl[i] = __fmaf_rn(d1, nibble_float(qw[i / 4], i % 4, 0), n1);
-      wh[i] = __fmaf_rn(d2, nibble_float(qw[i / 4], i % 4, 4), n2);
-    }
-    const int64_t col = 256 * blk + 64 * g + l0;
+    for (int i = 0; i < 4; ++i) {
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      if (t < nt) {
-        const float4* xl = reinterpret_cast<const float4*>(x.p + t * x.ld + col);
-        const float4* xh = reinterpret_cast<const float4*>(x.p + t * x.ld + col + 32);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float4 a = __ldg(xl + i), c = __ldg(xh + i);
-          acc[t] = __fmaf_rn(wl[4 * i], a.x, acc[t]);
-          acc[t] = __fmaf_rn(wl[4 * i + 1], a.y, acc[t]);
-          acc[t] = __fmaf_rn(wl[4 * i + 2], a.z, acc[t]);
-          acc[t] = __fmaf_rn(wl[4 * i + 3], a.w, acc[t]);
-          acc[t] = __fmaf_rn(wh[4 * i], c.x, acc[t]);
-          acc[t] = __fmaf_rn(wh[4 * i + 1], c.y, acc[t]);
-          acc[t] = __fmaf_rn(wh[4 * i + 2], c.z, acc[t]);
-          acc[t] = __fmaf_rn(wh[4 * i + 3], c.w, acc[t]);
-        }
+      for (int e = 0; e < 4; ++e) {
+        w[2 * i][e] = __fmaf_rn(d1, nibble_float(qw[i], e, 0), n1);
+        w[2 * i + 1][e] = __fmaf_rn(d2, nibble_float(qw[i], e, 4), n2);
       }
     }
+    return 64 * g + l0;
   }
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    if (t < nt) {
-      const float v = warp_sum(acc[t]);
-      if (lane == 0) y.p[t * y.ld + r] = v;
-    }
-  }
-}
+};
 
-// Q6_K rows (output heads and some ffn_down / attn_v of Q4_K_M models): 8 lanes per 210-byte block, lane
-// part p: half h = p / 4, l0 = 8 (p % 4); for l = l0 .. l0 + 7 the bytes ql[64h + l], ql[64h + 32 + l] and
-// qh[32h + l] give the weights at 128h + l (+ 32, + 64, + 96) with scales sc[8h + l0 / 16 + 0, 2, 4, 6].
-// Blocks are only 2-byte aligned, so loads are 16-bit. Weights decode exactly as Q6_KChunk does.
-template <int NT>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_q6k_kernel(WMat w, CFMat x, FMat y) {
-  const int lane = threadIdx.x & 31;
-  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  if (r >= w.rows) return;
-  const uint8_t* row = w.p + r * w.row_bytes;
-  const int64_t n_blocks = w.cols / 256;
-  const int part = lane & 7, h = part >> 2, l0 = 8 * (part & 3);
-  const int nt = static_cast<int>(x.rows);
-  float acc[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-#pragma unroll 2
-  for (int64_t blk = lane >> 3; blk < n_blocks; blk += 4) {
-    const uint8_t* b = row + blk * sizeof(BlockQ6_K);
+// Q6_K (output heads, some ffn_down / attn_v of Q4_K_M models): half h = p / 4, l0 = 8 (p % 4); for
+// l = l0 .. l0 + 7 the bytes ql[64h + l], ql[64h + 32 + l] and qh[32h + l] give the weights at columns
+// 128h + l + 32j (j = 0..3) with scales sc[8h + l0 / 16 + 2j]; runs 2j and 2j + 1 are l0 .. l0 + 3 and
+// l0 + 4 .. l0 + 7 of j. Blocks (210 bytes) are only 2-byte aligned, so loads are 16-bit. Weights
+// decode exactly as Q6_KChunk does.
+struct Q6_KLanes {
+  static constexpr size_t kBytes = sizeof(BlockQ6_K);
+  __device__ static constexpr int run(int k) { return 32 * (k >> 1) + 4 * (k & 1); }
+  __device__ __forceinline__ static int decode(const uint8_t* b, int part, float (&w)[8][4]) {
+    const int h = part >> 2, l0 = 8 * (part & 3);
     const uint32_t qa[2] = {ld32_a2(b + 64 * h + l0), ld32_a2(b + 64 * h + l0 + 4)};
     const uint32_t qb[2] = {ld32_a2(b + 64 * h + 32 + l0), ld32_a2(b + 64 * h + 32 + l0 + 4)};
     const uint32_t qh[2] = {ld32_a2(b + 128 + 32 * h + l0), ld32_a2(b + 128 + 32 * h + l0 + 4)};
@@ -190,7 +150,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_q6k_kernel(WMat w, CFMat
 #pragma unroll
     for (int j = 0; j < 4; ++j)
       ds[j] = __fmul_rn(d, static_cast<float>(static_cast<int8_t>(b[192 + is + 2 * j])));
-    float wv[4][8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const int a = byte_of(qa[i / 4], i % 4), c = byte_of(qb[i / 4], i % 4), e = byte_of(qh[i / 4], i % 4);
@@ -198,28 +157,46 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_q6k_kernel(WMat w, CFMat
       const int q2 = ((c & 0xF) | (((e >> 2) & 3) << 4)) - 32;
       const int q3 = ((a >> 4) | (((e >> 4) & 3) << 4)) - 32;
       const int q4 = ((c >> 4) | (((e >> 6) & 3) << 4)) - 32;
-      wv[0][i] = __fmul_rn(ds[0], static_cast<float>(q1));
-      wv[1][i] = __fmul_rn(ds[1], static_cast<float>(q2));
-      wv[2][i] = __fmul_rn(ds[2], static_cast<float>(q3));
-      wv[3][i] = __fmul_rn(ds[3], static_cast<float>(q4));
+      w[i / 4][i % 4] = __fmul_rn(ds[0], static_cast<float>(q1));
+      w[2 + i / 4][i % 4] = __fmul_rn(ds[1], static_cast<float>(q2));
+      w[4 + i / 4][i % 4] = __fmul_rn(ds[2], static_cast<float>(q3));
+      w[6 + i / 4][i % 4] = __fmul_rn(ds[3], static_cast<float>(q4));
     }
-    const int64_t col = 256 * blk + 128 * h + l0;
+    return 128 * h + l0;
+  }
+};
+
+// K-quant rows (256-column blocks) for small steps: a warp per row, 8 lanes per block (L decodes a
+// lane's 32 weights), so a warp covers 4 blocks a step with far fewer and wider loads per weight than
+// the 8-weight chunks of gemv_kernel. Each token's sum runs in the same order for any number of
+// tokens. Activations must allow 16-byte loads.
+template <class L, int NT>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kquant_kernel(WMat w, CFMat x, FMat y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  if (r >= w.rows) return;
+  const uint8_t* row = w.p + r * w.row_bytes;
+  const int64_t n_blocks = w.cols / 256;
+  const int part = lane & 7;
+  const int nt = static_cast<int>(x.rows);
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+#pragma unroll 2
+  for (int64_t blk = lane >> 3; blk < n_blocks; blk += 4) {
+    float wv[8][4];
+    const int base = L::decode(row + blk * L::kBytes, part, wv);
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
       if (t < nt) {
-        const float* xr = x.p + t * x.ld + col;
+        const float* xr = x.p + t * x.ld + 256 * blk + base;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float4 a = __ldg(reinterpret_cast<const float4*>(xr + 32 * j));
-          const float4 c = __ldg(reinterpret_cast<const float4*>(xr + 32 * j + 4));
-          acc[t] = __fmaf_rn(wv[j][0], a.x, acc[t]);
-          acc[t] = __fmaf_rn(wv[j][1], a.y, acc[t]);
-          acc[t] = __fmaf_rn(wv[j][2], a.z, acc[t]);
-          acc[t] = __fmaf_rn(wv[j][3], a.w, acc[t]);
-          acc[t] = __fmaf_rn(wv[j][4], c.x, acc[t]);
-          acc[t] = __fmaf_rn(wv[j][5], c.y, acc[t]);
-          acc[t] = __fmaf_rn(wv[j][6], c.z, acc[t]);
-          acc[t] = __fmaf_rn(wv[j][7], c.w, acc[t]);
+        for (int k = 0; k < 8; ++k) {
+          const float4 a = __ldg(reinterpret_cast<const float4*>(xr + L::run(k)));
+          acc[t] = __fmaf_rn(wv[k][0], a.x, acc[t]);
+          acc[t] = __fmaf_rn(wv[k][1], a.y, acc[t]);
+          acc[t] = __fmaf_rn(wv[k][2], a.z, acc[t]);
+          acc[t] = __fmaf_rn(wv[k][3], a.w, acc[t]);
         }
       }
     }
@@ -451,13 +428,13 @@ cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
   const bool kvec = xvec && w.cols % 256 == 0;
   if (kvec && w.type == DType::Q4_K && aligned16(w.p) && w.row_bytes % 16 == 0) {
     launch_by_tokens(x.rows, [&](auto nt) {
-      gemv_q4k_kernel<decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y);
+      gemv_kquant_kernel<Q4_KLanes, decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y);
     });
     return cudaGetLastError();
   }
   if (kvec && w.type == DType::Q6_K) {
     launch_by_tokens(x.rows, [&](auto nt) {
-      gemv_q6k_kernel<decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y);
+      gemv_kquant_kernel<Q6_KLanes, decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y);
     });
     return cudaGetLastError();
   }
