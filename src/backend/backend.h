@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "backend/tensor.h"
@@ -76,6 +77,12 @@ class StepGraph {
   virtual ~StepGraph() = default;
 };
 
+// One product of Backend::matmul_group.
+struct MatmulOut {
+  const Tensor* w;
+  Tensor out;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -118,6 +125,11 @@ class Backend {
   virtual void add_bias(Tensor x, const Tensor& bias) = 0;
   // out[t, r] = sum_k x[t, k] * w[r, k] for a weight in its stored type.
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor out) = 0;
+  // matmul(x, w_i, out_i) for weights that read the same x (attention's q, k and v; an MLP's gate and
+  // up), which a backend may run as one pass; every out_i equals its own matmul's bit for bit.
+  virtual void matmul_group(const Tensor& x, std::span<const MatmulOut> outs) {
+    for (const MatmulOut& m : outs) matmul(x, *m.w, m.out);
+  }
   // Rotates the first rope_dim dims of every head of x ([n_tokens, n_heads * head_dim]) in place.
   virtual void rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) = 0;
   // Stores k and v rows ([n_tokens, n_kv_heads * head_dim]) into the cache at the given slots.

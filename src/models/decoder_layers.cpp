@@ -1,7 +1,8 @@
 #include "models/decoder_layers.h"
 
-#include <cmath>
 #include <fmt/format.h>
+
+#include <cmath>
 
 namespace ferrum {
 
@@ -26,7 +27,8 @@ Result<AttentionWeights> load_attention(WeightStore& w, const ModelConfig& c, in
   FERRUM_ASSIGN_OR_RETURN(a.bv, optional_vector(w, blk(il, "attn_v.bias"), kvd));
   FERRUM_ASSIGN_OR_RETURN(a.bo, optional_vector(w, blk(il, "attn_output.bias"), c.hidden));
   if (c.attn_bias && (a.bq.empty() || a.bk.empty() || a.bv.empty()))
-    return Error(w.path() + ": missing tensor '" + blk(il, "attn_q/k/v.bias") + "' (the config has attention biases)");
+    return Error(w.path() + ": missing tensor '" + blk(il, "attn_q/k/v.bias") +
+                 "' (the config has attention biases)");
   if (c.qk_norm) {
     FERRUM_ASSIGN_OR_RETURN(a.q_norm, w.vector(blk(il, "attn_q_norm.weight"), c.head_dim));
     FERRUM_ASSIGN_OR_RETURN(a.k_norm, w.vector(blk(il, "attn_k_norm.weight"), c.head_dim));
@@ -37,9 +39,12 @@ Result<AttentionWeights> load_attention(WeightStore& w, const ModelConfig& c, in
 Result<MlpWeights> load_mlp(WeightStore& w, int64_t il, int64_t hidden, int64_t intermediate,
                             const std::string& suffix) {
   MlpWeights m;
-  FERRUM_ASSIGN_OR_RETURN(m.gate, w.matrix(blk(il, ("ffn_gate" + suffix + ".weight").c_str()), intermediate, hidden));
-  FERRUM_ASSIGN_OR_RETURN(m.up, w.matrix(blk(il, ("ffn_up" + suffix + ".weight").c_str()), intermediate, hidden));
-  FERRUM_ASSIGN_OR_RETURN(m.down, w.matrix(blk(il, ("ffn_down" + suffix + ".weight").c_str()), hidden, intermediate));
+  FERRUM_ASSIGN_OR_RETURN(m.gate,
+                          w.matrix(blk(il, ("ffn_gate" + suffix + ".weight").c_str()), intermediate, hidden));
+  FERRUM_ASSIGN_OR_RETURN(m.up,
+                          w.matrix(blk(il, ("ffn_up" + suffix + ".weight").c_str()), intermediate, hidden));
+  FERRUM_ASSIGN_OR_RETURN(m.down,
+                          w.matrix(blk(il, ("ffn_down" + suffix + ".weight").c_str()), hidden, intermediate));
   return m;
 }
 
@@ -86,7 +91,8 @@ Result<Tensor> load_rope_frequencies(WeightStore& w, Backend& backend, const Mod
 }
 
 size_t attention_scratch_floats(const ModelConfig& c, int64_t n) {
-  const size_t qd = static_cast<size_t>(c.n_heads * c.head_dim), kvd = static_cast<size_t>(c.n_kv_heads * c.head_dim);
+  const size_t qd = static_cast<size_t>(c.n_heads * c.head_dim),
+               kvd = static_cast<size_t>(c.n_kv_heads * c.head_dim);
   return static_cast<size_t>(n) * (2 * qd + 2 * kvd) + 64;
 }
 
@@ -103,9 +109,8 @@ void attention_forward(Backend& b, const ModelConfig& c, const AttentionWeights&
                        const AttentionParams& ap, const Step& step, KvCache& kv, int64_t il, const Tensor& h,
                        AttentionScratch& s, Tensor out_proj) {
   const int64_t n = step.n_tokens;
-  b.matmul(h, w.wq, s.q);
-  b.matmul(h, w.wk, s.k);
-  b.matmul(h, w.wv, s.v);
+  const MatmulOut qkv[] = {{&w.wq, s.q}, {&w.wk, s.k}, {&w.wv, s.v}};
+  b.matmul_group(h, qkv);
   if (!w.bq.empty()) b.add_bias(s.q, w.bq);
   if (!w.bk.empty()) b.add_bias(s.k, w.bk);
   if (!w.bv.empty()) b.add_bias(s.v, w.bv);

@@ -2,8 +2,9 @@
 // RMSNorm computing x * (1 + w), sandwich norms around attention and MLP, QK-norm, attention scale
 // query_pre_attn_scalar^-0.5, GeGLU (tanh GELU), sliding-window layers with their own RoPE base,
 // tied embeddings, optional final logit soft-capping.
-#include <cmath>
 #include <fmt/format.h>
+
+#include <cmath>
 
 #include "models/decoder_layers.h"
 
@@ -52,24 +53,30 @@ class Gemma3 : public Model {
     for (int64_t il = 0; il < c.n_layers; ++il) {
       Layer& L = layers_[static_cast<size_t>(il)];
       FERRUM_ASSIGN_OR_RETURN(L.attn_norm, norm(w, fmt::format("blk.{}.attn_norm.weight", il), c.hidden));
-      FERRUM_ASSIGN_OR_RETURN(L.post_attn_norm, norm(w, fmt::format("blk.{}.post_attention_norm.weight", il), c.hidden));
+      FERRUM_ASSIGN_OR_RETURN(L.post_attn_norm,
+                              norm(w, fmt::format("blk.{}.post_attention_norm.weight", il), c.hidden));
       FERRUM_ASSIGN_OR_RETURN(L.ffn_norm, norm(w, fmt::format("blk.{}.ffn_norm.weight", il), c.hidden));
-      FERRUM_ASSIGN_OR_RETURN(L.post_ffn_norm, norm(w, fmt::format("blk.{}.post_ffw_norm.weight", il), c.hidden));
+      FERRUM_ASSIGN_OR_RETURN(L.post_ffn_norm,
+                              norm(w, fmt::format("blk.{}.post_ffw_norm.weight", il), c.hidden));
       FERRUM_ASSIGN_OR_RETURN(L.attn, load_attention(w, c, il));
-      FERRUM_ASSIGN_OR_RETURN(L.attn.q_norm, norm(w, fmt::format("blk.{}.attn_q_norm.weight", il), c.head_dim));
-      FERRUM_ASSIGN_OR_RETURN(L.attn.k_norm, norm(w, fmt::format("blk.{}.attn_k_norm.weight", il), c.head_dim));
+      FERRUM_ASSIGN_OR_RETURN(L.attn.q_norm,
+                              norm(w, fmt::format("blk.{}.attn_q_norm.weight", il), c.head_dim));
+      FERRUM_ASSIGN_OR_RETURN(L.attn.k_norm,
+                              norm(w, fmt::format("blk.{}.attn_k_norm.weight", il), c.head_dim));
       FERRUM_ASSIGN_OR_RETURN(L.mlp, load_mlp(w, il, c.hidden, c.intermediate));
       L.sliding = c.sliding_layers[static_cast<size_t>(il)];
     }
     FERRUM_ASSIGN_OR_RETURN(Tensor global, load_rope_frequencies(w, backend_, c, c.rope_theta));
     ModelConfig local_cfg = c;
     local_cfg.rope_scaling = RopeScaling{};  // scaling applies to global layers only
-    FERRUM_ASSIGN_OR_RETURN(Tensor local, load_rope_frequencies(w, backend_, local_cfg,
-                                                                c.rope_theta_local > 0 ? c.rope_theta_local : c.rope_theta));
+    FERRUM_ASSIGN_OR_RETURN(
+        Tensor local, load_rope_frequencies(w, backend_, local_cfg,
+                                            c.rope_theta_local > 0 ? c.rope_theta_local : c.rope_theta));
     const RopeStyle style = rope_style_for(w, c);
     rope_global_ = {c.head_dim, c.rope_dim, style, global.row<float>(0)};
     rope_local_ = {c.head_dim, c.rope_dim, style, local.row<float>(0)};
-    const float scale = static_cast<float>(c.attn_scale > 0 ? c.attn_scale : 1.0 / std::sqrt(double(c.head_dim)));
+    const float scale =
+        static_cast<float>(c.attn_scale > 0 ? c.attn_scale : 1.0 / std::sqrt(double(c.head_dim)));
     attn_global_ = {c.n_heads, c.n_kv_heads, c.head_dim, scale, 0};
     attn_local_ = {c.n_heads, c.n_kv_heads, c.head_dim, scale, c.sliding_window};
     return {};
@@ -102,15 +109,15 @@ class Gemma3 : public Model {
       {
         Profiler::Scope ps(profiler_, Stage::Attention);
         b.rms_norm(x, L.attn_norm, eps, h);
-        attention_forward(b, c, L.attn, L.sliding ? rope_local_ : rope_global_, L.sliding ? attn_local_ : attn_global_,
-                          step, kv, il, h, as, tmp);
+        attention_forward(b, c, L.attn, L.sliding ? rope_local_ : rope_global_,
+                          L.sliding ? attn_local_ : attn_global_, step, kv, il, h, as, tmp);
         b.rms_norm(tmp, L.post_attn_norm, eps, tmp);
         b.add_rms_norm(x, tmp, L.ffn_norm, eps, h);
       }
       {
         Profiler::Scope ps(profiler_, Stage::FFN);
-        b.matmul(h, L.mlp.gate, gate);
-        b.matmul(h, L.mlp.up, up);
+        const MatmulOut gate_up[] = {{&L.mlp.gate, gate}, {&L.mlp.up, up}};
+        b.matmul_group(h, gate_up);
         b.gelu_tanh_mul(gate, up, gate);
         b.matmul(gate, L.mlp.down, tmp);
         b.rms_norm(tmp, L.post_ffn_norm, eps, tmp);

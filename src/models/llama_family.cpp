@@ -1,16 +1,15 @@
 // LLaMA-family decoders: LLaMA (incl. Llama-3 RoPE scaling), Qwen2 (q/k/v biases, tied
 // embeddings) and Qwen3 (per-head QK-norm, head_dim independent of hidden size).
 // Pre-norm blocks: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)), MLP = down(silu(gate) * up).
-#include <cmath>
 #include <fmt/format.h>
+
+#include <cmath>
 
 #include "models/decoder_layers.h"
 
 namespace ferrum {
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 const NameMap& llama_family_names() {
   static const NameMap kNames({
@@ -92,13 +91,15 @@ class LlamaFamily : public Model {
       }
       {
         Profiler::Scope ps(profiler_, Stage::FFN);
-        b.matmul(h, L.mlp.gate, gate);
-        b.matmul(h, L.mlp.up, up);
+        const MatmulOut gate_up[] = {{&L.mlp.gate, gate}, {&L.mlp.up, up}};
+        b.matmul_group(h, gate_up);
         b.silu_mul(gate, up, gate);
         b.matmul(gate, L.mlp.down, tmp);
         // The residual add is fused with the next layer's input norm.
-        if (il + 1 < c.n_layers) b.add_rms_norm(x, tmp, layers_[static_cast<size_t>(il + 1)].attn_norm, eps, h);
-        else b.add(x, tmp);
+        if (il + 1 < c.n_layers)
+          b.add_rms_norm(x, tmp, layers_[static_cast<size_t>(il + 1)].attn_norm, eps, h);
+        else
+          b.add(x, tmp);
       }
     }
     Profiler::Scope ps(profiler_, Stage::LmHead);
@@ -122,7 +123,8 @@ class LlamaFamily : public Model {
 
 }  // namespace
 
-Result<std::unique_ptr<Model>> build_llama_family(WeightStore& weights, Backend& backend, Profiler& profiler) {
+Result<std::unique_ptr<Model>> build_llama_family(WeightStore& weights, Backend& backend,
+                                                  Profiler& profiler) {
   weights.bind(&backend, &llama_family_names());
   auto m = std::make_unique<LlamaFamily>(weights.config(), backend, profiler);
   FERRUM_TRY(m->load(weights));

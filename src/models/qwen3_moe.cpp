@@ -112,8 +112,8 @@ class Qwen3Moe : public Model {
         moe_forward(b, profiler_, L.moe, c.norm_topk_prob, h, ms, tmp);
       } else {
         Profiler::Scope ps(profiler_, Stage::FFN);
-        b.matmul(h, L.mlp.gate, gate);
-        b.matmul(h, L.mlp.up, up);
+        const MatmulOut gate_up[] = {{&L.mlp.gate, gate}, {&L.mlp.up, up}};
+        b.matmul_group(h, gate_up);
         b.silu_mul(gate, up, gate);
         b.matmul(gate, L.mlp.down, tmp);
       }

@@ -154,6 +154,43 @@ TEST_P(OpContract, EmbedGatherMatmulFloatTypes) {
   }
 }
 
+// A group of matmuls sharing their input gives each product exactly as its own matmul does, for any
+// mix of weight types (more products than the CUDA backend fuses, types it does not fuse) and for
+// steps on either side of the small-step bound.
+TEST_P(OpContract, MatmulGroupEqualsSeparateMatmuls) {
+  const int64_t k = 2304;
+  const std::pair<DType, int64_t> specs[] = {
+      {DType::Q4_K, 40}, {DType::Q6_K, 24}, {DType::Q4_K, 17}, {DType::Q8_0, 9}, {DType::Q4_K, 5}};
+  std::vector<std::vector<uint8_t>> stored;
+  std::vector<Tensor> ws;
+  std::normal_distribution<float> d(0.0f, 0.5f);
+  for (const auto& [type, rows] : specs) {
+    std::vector<float> f(static_cast<size_t>(rows * k));
+    for (float& v : f) v = d(rng);
+    const size_t rb = row_bytes(type, k);
+    stored.emplace_back(rb * static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      quant::quantize_row(type, f.data() + r * k, stored.back().data() + static_cast<size_t>(r) * rb, k);
+    ws.push_back(weight(Tensor::matrix_view(type, stored.back().data(), rows, k)));
+  }
+  for (int64_t tokens : {1, 3, 8, 9}) {
+    Buf x(tokens, k, rng);
+    const Tensor dx = dev(x);
+    std::vector<MatmulOut> group;
+    std::vector<Tensor> alone;
+    for (const Tensor& w : ws) {
+      Buf o(tokens, w.rows(), rng);
+      group.push_back({&w, dev(o)});
+      alone.push_back(dev(o));
+      be->matmul(dx, w, alone.back());
+    }
+    be->matmul_group(dx, group);
+    for (size_t i = 0; i < ws.size(); ++i)
+      EXPECT_EQ(host(group[i].out), host(alone[i]))
+          << dtype_name(ws[i].type) << " product " << i << ", " << tokens << " tokens";
+  }
+}
+
 TEST_P(OpContract, Rope) {
   for (RopeStyle style : {RopeStyle::Neox, RopeStyle::Adjacent}) {
     for (int64_t hd : {8, 48, 64, 128}) {

@@ -246,7 +246,8 @@ cudaError_t attention(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat k_cache,
 }
 
 cudaError_t init_kernels() {
-  for (cudaError_t e : {allow_smem<1>(), allow_smem<2>(), allow_smem<4>(), allow_smem<8>()})
+  for (cudaError_t e :
+       {allow_smem<1>(), allow_smem<2>(), allow_smem<4>(), allow_smem<8>(), init_kquant_gemv()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }

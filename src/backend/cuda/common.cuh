@@ -1,8 +1,11 @@
-// Warp and block reductions shared by the kernels. The butterfly order is fixed, so a reduction
-// gives the same bits every time for the same inputs.
+// Warp and block reductions and launch helpers shared by the kernels. The butterfly order is fixed, so a
+// reduction gives the same bits every time for the same inputs.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
 
 namespace ferrum::cuda {
 
@@ -26,6 +29,21 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   __syncthreads();
   v = lane < n_warps ? red[lane] : 0.0f;
   return warp_sum(v);
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Calls f(std::integral_constant<int, NT>) with the GEMV token count NT (1, 2, 4 or 8) that covers n.
+template <class F>
+void launch_by_tokens(int64_t n, F&& f) {
+  if (n <= 1)
+    f(std::integral_constant<int, 1>{});
+  else if (n <= 2)
+    f(std::integral_constant<int, 2>{});
+  else if (n <= 4)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, 8>{});
 }
 
 }  // namespace ferrum::cuda

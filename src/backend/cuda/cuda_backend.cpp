@@ -100,6 +100,7 @@ class CudaBackend final : public Backend {
   void add(Tensor x, const Tensor& y) override;
   void add_bias(Tensor x, const Tensor& bias) override;
   void matmul(const Tensor& x, const Tensor& w, Tensor out) override;
+  void matmul_group(const Tensor& x, std::span<const MatmulOut> outs) override;
   void rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) override;
   void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
                 const int32_t* slots) override;
@@ -327,6 +328,25 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   if (x.rows() <= cuda::kGemvMaxTokens)
     return note("matmul", cuda::gemv(stream_, wmat(w), cfmat(x), fmat(out)));
   gemm(x, w, out);
+}
+
+// Small steps run the group's Q4_K / Q6_K products through one kquant_gemv_group call (the Q4_K ones
+// share a launch); other products run as single matmuls.
+void CudaBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs) {
+  const cuda::CFMat cx = cfmat(x);
+  cuda::WMat ws[cuda::kMaxGemvGroup];
+  cuda::FMat ys[cuda::kMaxGemvGroup];
+  int n = 0;
+  for (const MatmulOut& m : outs) {
+    const cuda::WMat w = wmat(*m.w);
+    if (n < cuda::kMaxGemvGroup && x.rows() <= cuda::kGemvMaxTokens && cuda::kquant_gemv_applies(w, cx)) {
+      ws[n] = w;
+      ys[n++] = fmat(m.out);
+    } else {
+      matmul(x, *m.w, m.out);
+    }
+  }
+  if (n > 0) note("matmul", cuda::kquant_gemv_group(stream_, cx, ws, ys, n));
 }
 
 bool CudaBackend::reserve_gemm(size_t bytes) {

@@ -54,6 +54,21 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, int* sc, i
   }
 }
 
+// scale_min_k4 on the 12 scale bytes held in registers (bytes 0-7 in lo, 8-11 in hi), so a
+// lane-dependent sub-block index needs no local-memory array.
+__device__ __forceinline__ void scale_min_k4_words(int j, uint64_t lo, uint32_t hi, int* sc, int* m) {
+  auto byte = [&](int k) {
+    return static_cast<int>(k < 8 ? (lo >> (8 * k)) & 0xFF : (hi >> (8 * (k - 8))) & 0xFF);
+  };
+  if (j < 4) {
+    *sc = byte(j) & 63;
+    *m = byte(j + 4) & 63;
+  } else {
+    *sc = (byte(j + 4) & 0xF) | ((byte(j - 4) >> 6) << 4);
+    *m = (byte(j + 4) >> 4) | ((byte(j) >> 6) << 4);
+  }
+}
+
 // Float rows (F32, F16, BF16): chunk c is columns 8c .. 8c+7; columns past k read as 0. `vec`: the
 // row start and k allow 16-byte loads (k % 8 == 0 and an aligned row).
 template <DType T>

@@ -38,6 +38,13 @@ bool weight_type_supported(DType t);
 
 // y[t, r] = sum_k x[t, k] * w[r, k] for x.rows <= kGemvMaxTokens.
 cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y);
+// The GEMVs for Q4_K and Q6_K rows (gemv_kquant.cu), where the weight and activation layout allows
+// them. A group of up to kMaxGemvGroup products of one x (every w applicable) runs its Q4_K products
+// as one launch; each y[i] equals kquant_gemv(w[i])'s bit for bit.
+bool kquant_gemv_applies(const WMat& w, CFMat x);
+cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y);
+constexpr int kMaxGemvGroup = 3;
+cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n);
 // Rows [r0, r0 + n) of w decoded and split as w ~= hi + lo, both IEEE half, dense [n, w.cols].
 cudaError_t dequant_rows_f16(cudaStream_t s, const WMat& w, int64_t r0, int64_t n, void* hi, void* lo);
 // x ~= hi + lo, both dense [x.rows, x.cols] in half (bf16 = false) or bfloat16 (bf16 = true): the
@@ -92,12 +99,13 @@ constexpr int64_t kMaxExperts = 1024;
 cudaError_t moe_route(cudaStream_t s, CFMat logits, bool normalize, const Routing& r);
 // out[i] = W_e x[xrow(i)] for every grouped pair i, e = ids[order[i]], xrow(i) = order[i] / k when
 // `per_token`, else i. With `up` (same type as w): out[i] = silu(W_e x) * (U_e x). Each pair's result
-// is computed exactly as the GEMV computes a token's, whatever else its expert received.
+// is computed with the same arithmetic whatever else its expert received.
 cudaError_t expert_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, bool per_token,
                         const Routing& r, FMat out);
 cudaError_t moe_combine(cudaStream_t s, CFMat y, const Routing& r, FMat out);
 
 // One-time kernel attributes (shared-memory limits); call once per device.
 cudaError_t init_kernels();
+cudaError_t init_kquant_gemv();
 
 }  // namespace ferrum::cuda

@@ -1,7 +1,6 @@
 // Weight-streaming GEMV for small steps, weight decoding for the cuBLAS path, embedding lookup.
 #include <algorithm>
 #include <climits>
-#include <type_traits>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dequant.cuh"
@@ -12,8 +11,6 @@ namespace ferrum::cuda {
 namespace {
 
 constexpr int kGemvWarps = 4;  // one warp per weight row
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // Whether float-type weight rows allow 16-byte loads of every chunk.
 bool weight_rows_vectorizable(const WMat& w) {
@@ -61,143 +58,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
         load_x(x.p + t * x.ld, a0, b0, k, xvec, xv);
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[t] = __fmaf_rn(wv[i], xv[i], acc[t]);
-      }
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    if (t < nt) {
-      const float v = warp_sum(acc[t]);
-      if (lane == 0) y.p[t * y.ld + r] = v;
-    }
-  }
-}
-
-// Nibble n (0..15) as a float, exactly: the float with bits 0x4B000000 | n is 2^23 + n (no int-to-float
-// conversion, which runs at a quarter of the FMA rate).
-__device__ __forceinline__ float nibble_float(uint32_t word, int byte, int shift) {
-  return __int_as_float(0x4B000000 | ((word >> (8 * byte + shift)) & 0xF)) - 8388608.0f;
-}
-
-// scale_min_k4 on the 12 scale bytes held in registers (bytes 0-7 in lo, 8-11 in hi), so a
-// lane-dependent sub-block index needs no local-memory array.
-__device__ __forceinline__ void scale_min_k4_words(int j, uint64_t lo, uint32_t hi, int* sc, int* m) {
-  auto byte = [&](int k) {
-    return static_cast<int>(k < 8 ? (lo >> (8 * k)) & 0xFF : (hi >> (8 * (k - 8))) & 0xFF);
-  };
-  if (j < 4) {
-    *sc = byte(j) & 63;
-    *m = byte(j + 4) & 63;
-  } else {
-    *sc = (byte(j + 4) & 0xF) | ((byte(j - 4) >> 6) << 4);
-    *m = (byte(j + 4) >> 4) | ((byte(j) >> 6) << 4);
-  }
-}
-
-// Lane decoders for gemv_kquant_kernel: 8 lanes share a 256-column block; lane part p (0..7) decodes
-// 32 of its weights as 8 runs of 4 consecutive columns, w[k][0..3] at block column base + run(k)
-// (decode returns base; run(k) is a constant, so the activation loads share one address).
-//
-// Q4_K, the bulk of a Q4_K_M model: the lane's 16 of the block's 128 quant bytes come in one 16-byte
-// load (group g = p / 2, l0 = 16 (p % 2): low nibbles are sub-block 2g at columns 64g + l0 .. + 15,
-// high nibbles sub-block 2g + 1 at 64g + 32 + l0 ..), the block's head (d, dmin, scales) in another;
-// runs alternate low and high nibbles of bytes 4i .. 4i + 3. Weights decode exactly as KChunk does
-// (d1 * q + n1, rounded once). Needs 16-byte aligned rows.
-struct Q4_KLanes {
-  static constexpr size_t kBytes = sizeof(BlockQ4_K);
-  __device__ static constexpr int run(int k) { return 4 * (k >> 1) + 32 * (k & 1); }
-  __device__ __forceinline__ static int decode(const uint8_t* b, int part, float (&w)[8][4]) {
-    const int g = part >> 1, l0 = 16 * (part & 1);
-    const uint4 head = __ldg(reinterpret_cast<const uint4*>(b));
-    const uint4 qv = __ldg(reinterpret_cast<const uint4*>(b + 16 + 16 * part));
-    const float d = half_bits_to_float(static_cast<uint16_t>(head.x & 0xFFFF));
-    const float dmin = half_bits_to_float(static_cast<uint16_t>(head.x >> 16));
-    const uint64_t s_lo = head.y | (uint64_t{head.z} << 32);
-    int sc1, m1, sc2, m2;
-    scale_min_k4_words(2 * g, s_lo, head.w, &sc1, &m1);
-    scale_min_k4_words(2 * g + 1, s_lo, head.w, &sc2, &m2);
-    const float d1 = __fmul_rn(d, static_cast<float>(sc1)), n1 = -__fmul_rn(dmin, static_cast<float>(m1));
-    const float d2 = __fmul_rn(d, static_cast<float>(sc2)), n2 = -__fmul_rn(dmin, static_cast<float>(m2));
-    const uint32_t qw[4] = {qv.x, qv.y, qv.z, qv.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        w[2 * i][e] = __fmaf_rn(d1, nibble_float(qw[i], e, 0), n1);
-        w[2 * i + 1][e] = __fmaf_rn(d2, nibble_float(qw[i], e, 4), n2);
-      }
-    }
-    return 64 * g + l0;
-  }
-};
-
-// Q6_K (output heads, some ffn_down / attn_v of Q4_K_M models): half h = p / 4, l0 = 8 (p % 4); for
-// l = l0 .. l0 + 7 the bytes ql[64h + l], ql[64h + 32 + l] and qh[32h + l] give the weights at columns
-// 128h + l + 32j (j = 0..3) with scales sc[8h + l0 / 16 + 2j]; runs 2j and 2j + 1 are l0 .. l0 + 3 and
-// l0 + 4 .. l0 + 7 of j. Blocks (210 bytes) are only 2-byte aligned, so loads are 16-bit. Weights
-// decode exactly as Q6_KChunk does.
-struct Q6_KLanes {
-  static constexpr size_t kBytes = sizeof(BlockQ6_K);
-  __device__ static constexpr int run(int k) { return 32 * (k >> 1) + 4 * (k & 1); }
-  __device__ __forceinline__ static int decode(const uint8_t* b, int part, float (&w)[8][4]) {
-    const int h = part >> 2, l0 = 8 * (part & 3);
-    const uint32_t qa[2] = {ld32_a2(b + 64 * h + l0), ld32_a2(b + 64 * h + l0 + 4)};
-    const uint32_t qb[2] = {ld32_a2(b + 64 * h + 32 + l0), ld32_a2(b + 64 * h + 32 + l0 + 4)};
-    const uint32_t qh[2] = {ld32_a2(b + 128 + 32 * h + l0), ld32_a2(b + 128 + 32 * h + l0 + 4)};
-    const float d = half_bits_to_float(ld16(b + 208));
-    const int is = 8 * h + l0 / 16;
-    float ds[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      ds[j] = __fmul_rn(d, static_cast<float>(static_cast<int8_t>(b[192 + is + 2 * j])));
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int a = byte_of(qa[i / 4], i % 4), c = byte_of(qb[i / 4], i % 4), e = byte_of(qh[i / 4], i % 4);
-      const int q1 = ((a & 0xF) | ((e & 3) << 4)) - 32;
-      const int q2 = ((c & 0xF) | (((e >> 2) & 3) << 4)) - 32;
-      const int q3 = ((a >> 4) | (((e >> 4) & 3) << 4)) - 32;
-      const int q4 = ((c >> 4) | (((e >> 6) & 3) << 4)) - 32;
-      w[i / 4][i % 4] = __fmul_rn(ds[0], static_cast<float>(q1));
-      w[2 + i / 4][i % 4] = __fmul_rn(ds[1], static_cast<float>(q2));
-      w[4 + i / 4][i % 4] = __fmul_rn(ds[2], static_cast<float>(q3));
-      w[6 + i / 4][i % 4] = __fmul_rn(ds[3], static_cast<float>(q4));
-    }
-    return 128 * h + l0;
-  }
-};
-
-// K-quant rows (256-column blocks) for small steps: a warp per row, 8 lanes per block (L decodes a
-// lane's 32 weights), so a warp covers 4 blocks a step with far fewer and wider loads per weight than
-// the 8-weight chunks of gemv_kernel. Each token's sum runs in the same order for any number of
-// tokens. Activations must allow 16-byte loads.
-template <class L, int NT>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kquant_kernel(WMat w, CFMat x, FMat y) {
-  const int lane = threadIdx.x & 31;
-  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  if (r >= w.rows) return;
-  const uint8_t* row = w.p + r * w.row_bytes;
-  const int64_t n_blocks = w.cols / 256;
-  const int part = lane & 7;
-  const int nt = static_cast<int>(x.rows);
-  float acc[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-#pragma unroll 2
-  for (int64_t blk = lane >> 3; blk < n_blocks; blk += 4) {
-    float wv[8][4];
-    const int base = L::decode(row + blk * L::kBytes, part, wv);
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      if (t < nt) {
-        const float* xr = x.p + t * x.ld + 256 * blk + base;
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const float4 a = __ldg(reinterpret_cast<const float4*>(xr + L::run(k)));
-          acc[t] = __fmaf_rn(wv[k][0], a.x, acc[t]);
-          acc[t] = __fmaf_rn(wv[k][1], a.y, acc[t]);
-          acc[t] = __fmaf_rn(wv[k][2], a.z, acc[t]);
-          acc[t] = __fmaf_rn(wv[k][3], a.w, acc[t]);
-        }
       }
     }
   }
@@ -400,19 +260,6 @@ __global__ void split_kernel(CFMat x, void* hi, void* lo) {
   }
 }
 
-// Calls f(std::integral_constant<int, NT>) with the GEMV token count NT (1, 2, 4 or 8) that covers n.
-template <class F>
-void launch_by_tokens(int64_t n, F&& f) {
-  if (n <= 1)
-    f(std::integral_constant<int, 1>{});
-  else if (n <= 2)
-    f(std::integral_constant<int, 2>{});
-  else if (n <= 4)
-    f(std::integral_constant<int, 4>{});
-  else
-    f(std::integral_constant<int, 8>{});
-}
-
 }  // namespace
 
 bool weight_type_supported(DType t) {
@@ -424,20 +271,7 @@ cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
   const bool wvec = weight_rows_vectorizable(w);
   const bool xvec = w.cols % 8 == 0 && x.ld % 4 == 0 && aligned16(x.p);
   const unsigned blocks = static_cast<unsigned>((w.rows + kGemvWarps - 1) / kGemvWarps);
-  // The K-quant kernels read 256-column blocks with 16-byte activation loads (16-byte rows for Q4_K).
-  const bool kvec = xvec && w.cols % 256 == 0;
-  if (kvec && w.type == DType::Q4_K && aligned16(w.p) && w.row_bytes % 16 == 0) {
-    launch_by_tokens(x.rows, [&](auto nt) {
-      gemv_kquant_kernel<Q4_KLanes, decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y);
-    });
-    return cudaGetLastError();
-  }
-  if (kvec && w.type == DType::Q6_K) {
-    launch_by_tokens(x.rows, [&](auto nt) {
-      gemv_kquant_kernel<Q6_KLanes, decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y);
-    });
-    return cudaGetLastError();
-  }
+  if (kquant_gemv_applies(w, x)) return kquant_gemv(s, w, x, y);
   dispatch_chunk(w.type, [&](auto q) {
     launch_by_tokens(x.rows, [&](auto nt) {
       gemv_kernel<decltype(q), decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y, wvec, xvec);
