@@ -330,8 +330,8 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   gemm(x, w, out);
 }
 
-// Small steps run the group's Q4_K / Q6_K products through one kquant_gemv_group call (the Q4_K ones
-// share a launch); other products run as single matmuls.
+// Small steps run the group's Q4_K / Q6_K / Q8_0 products through one kquant_gemv_group call (the
+// Q4_K ones share a launch); other products run as single matmuls.
 void CudaBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs) {
   const cuda::CFMat cx = cfmat(x);
   cuda::WMat ws[cuda::kMaxGemvGroup];

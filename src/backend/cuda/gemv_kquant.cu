@@ -1,21 +1,23 @@
-// GEMVs for Q4_K and Q6_K rows, the bulk of a Q4_K_M model's decode-step reads. The plain chunk
-// kernel (matmul.cu) spends about five instructions per weight decoding 4-bit codes to floats, which
-// caps it near 1 TB/s on Hopper; these kernels spend far fewer and keep float32 accuracy:
+// GEMVs for Q4_K, Q6_K and Q8_0 rows, the bulk of a quantized model's decode-step reads. The plain
+// chunk kernel (matmul.cu) spends several instructions per weight decoding codes to floats (Q8_0's
+// int-to-float conversion runs at a quarter of the FMA rate), which caps it near 1 TB/s on Hopper;
+// these kernels spend far fewer and keep float32 accuracy:
 //
-// - Q4_K runs on tensor cores (mma.sync m16n8k16, f16 inputs, f32 accumulation). A 4-bit code q
-//   times its 6-bit sub-block scale sc is at most 945, so q * sc * 2^-24 is an exact f16 subnormal
-//   built from the code's byte with one byte permute and one half multiply; activations are split
-//   into f16 hi + lo halves (about 22 bits, as the cuBLAS path splits them) and the min term,
-//   dmin * sum_s m_s * sum(x over sub-block s), is one more MMA over the 8 sub-block sums.
+// - Q4_K and Q8_0 run on tensor cores (mma.sync m16n8k16, f16 inputs, f32 accumulation) against
+//   activations split into f16 hi + lo halves (about 22 bits, as the cuBLAS path splits them). A
+//   4-bit Q4_K code q times its 6-bit sub-block scale sc is at most 945, so q * sc * 2^-24 is an exact
+//   f16 subnormal built with one byte permute and one half multiply, and the min term,
+//   dmin * sum_s m_s * sum(x over sub-block s), is one more MMA over the 8 sub-block sums. A Q8_0 code
+//   is exact in f16 and each block's tile is scaled by its d in fp32.
 // - Q6_K stays on CUDA cores: the 6-bit code is read as the float32 subnormal q * 2^-149 (exact, no
 //   conversion instruction) and multiplied by activations pre-scaled by 2^64, so every product and
 //   partial sum is a normal float; sum (q - 32) x = sum q x - 32 sum x. Activations above 2^64 in
-//   magnitude would overflow (no model produces them). A block of 128 threads serves 4 rows, so an
-//   activation load is shared by several rows.
+//   magnitude would overflow (no model produces them). A block of 128 threads serves several rows, so
+//   an activation load is shared by them.
 //
-// Both need float32 subnormals preserved (no -ftz / fast-math for this file). Each token's result is
-// formed by the same operations in the same order whatever the number of tokens, so the small-step
-// matmul stays batch invariant.
+// All need subnormals preserved (no -ftz / fast-math for this file). Each token's result is formed by
+// the same operations in the same order whatever the number of tokens, so the small-step matmul stays
+// batch invariant.
 #include <cuda_fp16.h>
 
 #include "backend/cuda/common.cuh"
@@ -49,20 +51,23 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1,
 // 2c + 1. MMA j (0..15) takes from every lane the four columns of its bytes 4 (j % 8) .. + 3 (low
 // nibbles for j < 8, high after), so each lane's B fragment is the same four columns of its token g.
 constexpr int kQ4Warps = 8;
-// Per warp and token: 256 columns of x as f16 hi then lo, each 64-column group padded to 72 halves
-// so the four lanes of a fragment read different banks, then the 8 sub-block sums (hi, lo).
+// Per warp and token: 256 columns of x as f16 hi then lo halves, each 64-column group padded to 72
+// halves so the four lanes of a fragment read different banks, then the 8 sub-block sums (f16 hi, lo)
+// that Q4_K needs.
 constexpr int kGroupHalves = 72;
-constexpr int kSumsAt = 8 * kGroupHalves;
+constexpr int kPartHalves = 4 * kGroupHalves;
+constexpr int kSumsAt = 2 * kPartHalves;
 constexpr int kTokenHalves = kSumsAt + 16;
 
 template <int NT>
-constexpr size_t q4k_smem_bytes() {
+constexpr size_t mma_smem_bytes() {
   return sizeof(__half) * kQ4Warps * NT * kTokenHalves + sizeof(float) * kQ4Warps * 32 * 4;
 }
 
-// Stages super-block columns [col0, col0 + 256) of each token for this warp: lane L converts columns
-// 8L .. 8L + 7; the four lanes of a sub-block add their sums in a fixed butterfly.
-template <int NT>
+// Stages columns [col0, col0 + 256) of each token for this warp: lane L splits columns 8L .. 8L + 7
+// into hi = round(x) and lo = round(x - hi); with kSums the four lanes of a 32-column sub-block add
+// their sums in a fixed butterfly.
+template <int NT, bool kSums>
 __device__ __forceinline__ void stage_x(CFMat x, int nt, int64_t col0, int lane, __half* sm) {
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
@@ -75,14 +80,15 @@ __device__ __forceinline__ void stage_x(CFMat x, int nt, int64_t col0, int lane,
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const __half2 h = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
-      const float2 hf = __half22float2(h);
+      const float2 back = __half22float2(h);
       hi[i] = half2_bits(h);
-      lo[i] = half2_bits(__floats2half2_rn(f[2 * i] - hf.x, f[2 * i + 1] - hf.y));
+      lo[i] = half2_bits(__floats2half2_rn(f[2 * i] - back.x, f[2 * i + 1] - back.y));
     }
     __half* tok = sm + t * kTokenHalves;
     const int at = kGroupHalves * (lane >> 3) + 8 * (lane & 7);
     *reinterpret_cast<uint4*>(tok + at) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-    *reinterpret_cast<uint4*>(tok + 4 * kGroupHalves + at) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+    *reinterpret_cast<uint4*>(tok + kPartHalves + at) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+    if (!kSums) continue;
     float s = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
     s += __shfl_xor_sync(0xffffffffu, s, 1);
     s += __shfl_xor_sync(0xffffffffu, s, 2);
@@ -91,6 +97,26 @@ __device__ __forceinline__ void stage_x(CFMat x, int nt, int64_t col0, int lane,
       tok[kSumsAt + (lane >> 2)] = sh;
       tok[kSumsAt + 8 + (lane >> 2)] = __float2half_rn(s - __half2float(sh));
     }
+  }
+}
+
+// The end of every tensor-core GEMV: adds the 8 warps' tiles in a fixed order and stores rows
+// row0 + g and row0 + g + 8 for tokens 2c and 2c + 1.
+__device__ __forceinline__ void reduce_store(float* red, const float (&acc)[4], int64_t row0, const WMat& w,
+                                             int nt, FMat y) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) red[(warp * 32 + lane) * 4 + i] = acc[i];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float v = red[lane * 4 + i];
+#pragma unroll
+    for (int k = 1; k < kQ4Warps; ++k) v += red[(k * 32 + lane) * 4 + i];
+    const int t = 2 * c + (i & 1);
+    const int64_t r = row0 + g + 8 * (i >> 1);
+    if (t < nt && r < w.rows) y.p[t * y.ld + r] = v;
   }
 }
 
@@ -136,7 +162,7 @@ __global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Q4Group group, C
       q[i][1] = __ldg(reinterpret_cast<const uint4*>(b + 32 + 32 * c));
     }
     __syncwarp();  // the previous super-block's fragment reads are done
-    stage_x<NT>(x, nt, 256 * sb, lane, sm);
+    stage_x<NT, true>(x, nt, 256 * sb, lane, sm);
     __syncwarp();
     int sc[2][2], m[2][2];
 #pragma unroll
@@ -153,7 +179,7 @@ __global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Q4Group group, C
       for (int i = 0; i < 4; ++i) {
         const __half* p = tok + kGroupHalves * c + 32 * nib + 8 * i;
         xh[i] = live ? *reinterpret_cast<const uint4*>(p) : make_uint4(0, 0, 0, 0);
-        xl[i] = live ? *reinterpret_cast<const uint4*>(p + 4 * kGroupHalves) : make_uint4(0, 0, 0, 0);
+        xl[i] = live ? *reinterpret_cast<const uint4*>(p + kPartHalves) : make_uint4(0, 0, 0, 0);
       }
       const __half2 sa = __half2half2(__int2half_rn(sc[0][nib])),
                     sb8 = __half2half2(__int2half_rn(sc[1][nib]));
@@ -187,19 +213,74 @@ __global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Q4Group group, C
       acc[i] = __fmaf_rn(-dmin, acc_m[i], __fmaf_rn(d, acc_q[i], acc[i]));
     }
   }
+  reduce_store(red, acc, row0, w, nt, y);
+}
+
+// ---- Q8_0 on tensor cores ----
+//
+// The Q4_K tiling with 256-column steps of 8 blocks: in block b, lane (g, c) owns quant bytes 4c .. 4c + 3
+// (MMA 2b) and 16 + 4c .. 16 + 4c + 3 (MMA 2b + 1) of rows g and g + 8. A code q is exact in f16:
+// q + 128 (the byte XOR 0x80) under the exponent byte 0x64 is 1024 + q + 128, and one half subtraction
+// leaves q. Each block's four MMAs (two k halves, hi and lo activations) accumulate into a fresh tile
+// that is scaled by the rows' block scales. Rows must be 16-byte aligned, so a step (8 x 34 bytes) is,
+// and odd blocks' quants are 4-byte aligned (even ones 2-byte).
+__device__ __forceinline__ uint32_t q8_pair(uint32_t biased, uint32_t sel) {
+  return half2_bits(__hsub2(bits_half2(__byte_perm(biased, 0x6464, sel)), bits_half2(0x64806480u)));
+}
+
+template <int NT>
+__global__ void __launch_bounds__(kQ4Warps * 32) q8_0_mma_kernel(WMat w, CFMat x, FMat y) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __half* staged = reinterpret_cast<__half*>(smem);
+  float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kQ4Warps * NT * kTokenHalves);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int64_t row0 = int64_t(blockIdx.x) * 16;
+  const int64_t rows[2] = {min(row0 + g, w.rows - 1), min(row0 + g + 8, w.rows - 1)};
+  const int64_t n_steps = w.cols / 256;
+  const int nt = static_cast<int>(x.rows);
+  __half* sm = staged + warp * NT * kTokenHalves;
+  const __half* tok = sm + g * kTokenHalves;
+  const bool live = g < nt;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int64_t st = warp; st < n_steps; st += kQ4Warps) {
+    uint32_t q[2][8][2];
+    float d[2][8];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) red[(warp * 32 + lane) * 4 + i] = acc[i];
-  __syncthreads();
-  if (warp != 0) return;
+    for (int i = 0; i < 2; ++i) {
+      const uint8_t* step = w.p + rows[i] * w.row_bytes + st * 8 * sizeof(BlockQ8_0);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float v = red[lane * 4 + i];
+      for (int b = 0; b < 8; ++b) {
+        const uint8_t* blk = step + b * sizeof(BlockQ8_0);
+        d[i][b] = half_bits_to_float(ld16(blk));
 #pragma unroll
-    for (int k = 1; k < kQ4Warps; ++k) v += red[(k * 32 + lane) * 4 + i];
-    const int t = 2 * c + (i & 1);
-    const int64_t r = row0 + g + 8 * (i >> 1);
-    if (t < nt && r < w.rows) y.p[t * y.ld + r] = v;
+        for (int h = 0; h < 2; ++h) {
+          const uint8_t* p = blk + 2 + 16 * h + 4 * c;
+          q[i][b][h] = (b & 1 ? ld32(p) : ld32_a2(p)) ^ 0x80808080u;
+        }
+      }
+    }
+    __syncwarp();  // the previous step's fragment reads are done
+    stage_x<NT, false>(x, nt, 256 * st, lane, sm);
+    __syncwarp();
+#pragma unroll
+    for (int b = 0; b < 8; ++b) {
+      float tile[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int col = 32 * b + 16 * h + 4 * c;
+        const __half* p = tok + kGroupHalves * (col >> 6) + (col & 63);
+        const uint2 xh = live ? *reinterpret_cast<const uint2*>(p) : make_uint2(0, 0);
+        const uint2 xl = live ? *reinterpret_cast<const uint2*>(p + kPartHalves) : make_uint2(0, 0);
+        const uint32_t a0 = q8_pair(q[0][b][h], 0x4140), a2 = q8_pair(q[0][b][h], 0x4342);
+        const uint32_t a1 = q8_pair(q[1][b][h], 0x4140), a3 = q8_pair(q[1][b][h], 0x4342);
+        mma_f16(tile, a0, a1, a2, a3, xh.x, xh.y);
+        mma_f16(tile, a0, a1, a2, a3, xl.x, xl.y);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[i] = __fmaf_rn(d[i >> 1][b], tile[i], acc[i]);
+    }
   }
+  reduce_store(red, acc, row0, w, nt, y);
 }
 
 // ---- Q6_K on CUDA cores ----
@@ -311,17 +392,20 @@ __global__ void __launch_bounds__(128, 4) q6k_rows_kernel(WMat w, CFMat x, FMat 
 }
 
 template <int NT>
-cudaError_t allow_q4k_smem() {
-  return cudaFuncSetAttribute(q4k_mma_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(q4k_smem_bytes<NT>()));
+cudaError_t allow_mma_smem() {
+  const auto allow = [](auto kernel, size_t bytes) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  };
+  const cudaError_t e = allow(q4k_mma_kernel<NT>, mma_smem_bytes<NT>());
+  return e != cudaSuccess ? e : allow(q8_0_mma_kernel<NT>, mma_smem_bytes<NT>());
 }
 
 }  // namespace
 
 bool kquant_gemv_applies(const WMat& w, CFMat x) {
-  // Both read 256-column super-blocks and 16-byte activation runs; Q4_K also 16-byte weight rows.
+  // All read 256-column steps and 16-byte activation runs; Q4_K and Q8_0 also 16-byte weight rows.
   if (w.cols % 256 != 0 || x.ld % 4 != 0 || !aligned16(x.p) || x.rows > kGemvMaxTokens) return false;
-  if (w.type == DType::Q4_K) return aligned16(w.p) && w.row_bytes % 16 == 0;
+  if (w.type == DType::Q4_K || w.type == DType::Q8_0) return aligned16(w.p) && w.row_bytes % 16 == 0;
   return w.type == DType::Q6_K;
 }
 
@@ -344,6 +428,11 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
     }
     launch_by_tokens(x.rows, [&](auto nt) {
       constexpr int NT = decltype(nt)::value;
+      if (w[i].type == DType::Q8_0) {
+        const auto blocks = static_cast<unsigned>((w[i].rows + 15) / 16);
+        q8_0_mma_kernel<NT><<<blocks, kQ4Warps * 32, mma_smem_bytes<NT>(), s>>>(w[i], x, y[i]);
+        return;
+      }
       const auto blocks = static_cast<unsigned>((w[i].rows + q6_rows(NT) - 1) / q6_rows(NT));
       q6k_rows_kernel<NT><<<blocks, 128, 0, s>>>(w[i], x, y[i]);
     });
@@ -351,14 +440,14 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
   if (q4.n > 0) {
     launch_by_tokens(x.rows, [&](auto nt) {
       constexpr int NT = decltype(nt)::value;
-      q4k_mma_kernel<NT><<<tiles, kQ4Warps * 32, q4k_smem_bytes<NT>(), s>>>(q4, x);
+      q4k_mma_kernel<NT><<<tiles, kQ4Warps * 32, mma_smem_bytes<NT>(), s>>>(q4, x);
     });
   }
   return cudaGetLastError();
 }
 
 cudaError_t init_kquant_gemv() {
-  for (cudaError_t e : {allow_q4k_smem<1>(), allow_q4k_smem<2>(), allow_q4k_smem<4>(), allow_q4k_smem<8>()})
+  for (cudaError_t e : {allow_mma_smem<1>(), allow_mma_smem<2>(), allow_mma_smem<4>(), allow_mma_smem<8>()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }
