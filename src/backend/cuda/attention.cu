@@ -245,9 +245,8 @@ cudaError_t attention(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat k_cache,
   return launch<8>(s, a, q, k_cache, v_cache, out);
 }
 
-cudaError_t init_kernels() {
-  for (cudaError_t e :
-       {allow_smem<1>(), allow_smem<2>(), allow_smem<4>(), allow_smem<8>(), init_kquant_gemv()})
+cudaError_t init_attention() {
+  for (cudaError_t e : {allow_smem<1>(), allow_smem<2>(), allow_smem<4>(), allow_smem<8>()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }

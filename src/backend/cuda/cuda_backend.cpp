@@ -164,7 +164,8 @@ Result<std::unique_ptr<Backend>> CudaBackend::create(int device) {
   FERRUM_TRY(
       check_cuda(cudaHostAlloc(reinterpret_cast<void**>(&b->staging_), kStagingBytes, cudaHostAllocDefault),
                  "cudaHostAlloc"));
-  FERRUM_TRY(check_cuda(cuda::init_kernels(), "kernel attributes"));
+  FERRUM_TRY(check_cuda(cuda::init_attention(), "attention kernel attributes"));
+  FERRUM_TRY(check_cuda(cuda::init_kquant_gemv(), "GEMV kernel attributes"));
   if (cublasStatus_t s = cublasCreate(&b->blas_); s != CUBLAS_STATUS_SUCCESS)
     return Error(std::string("cuda: cublasCreate: ") + blas_status_name(s));
   if (cublasStatus_t s = cublasSetStream(b->blas_, b->stream_); s != CUBLAS_STATUS_SUCCESS)
@@ -339,7 +340,7 @@ void CudaBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs)
   int n = 0;
   for (const MatmulOut& m : outs) {
     const cuda::WMat w = wmat(*m.w);
-    if (n < cuda::kMaxGemvGroup && x.rows() <= cuda::kGemvMaxTokens && cuda::kquant_gemv_applies(w, cx)) {
+    if (n < cuda::kMaxGemvGroup && cuda::kquant_gemv_applies(w, cx)) {
       ws[n] = w;
       ys[n++] = fmat(m.out);
     } else {

@@ -104,8 +104,9 @@ cudaError_t expert_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, 
                         const Routing& r, FMat out);
 cudaError_t moe_combine(cudaStream_t s, CFMat y, const Routing& r, FMat out);
 
-// One-time kernel attributes (shared-memory limits); call once per device.
-cudaError_t init_kernels();
+// One-time kernel attributes (shared-memory limits) of attention.cu and gemv_kquant.cu; call once per
+// device.
+cudaError_t init_attention();
 cudaError_t init_kquant_gemv();
 
 }  // namespace ferrum::cuda
