@@ -29,6 +29,7 @@ void quantize_act_q8_k_scalar(const float* x, void* qx, int64_t k) {
   int8_t* qs = ActQ8_K::qs(qx);
   float* d = ActQ8_K::d(qx, k);
   int16_t* bsums = ActQ8_K::bsums(qx, k);
+  float* dsums = ActQ8_K::dsums(qx, k);
   for (int64_t b = 0; b < k / 256; ++b) {
     const float* xb = x + 256 * b;
     int8_t* q = qs + 256 * b;
@@ -55,6 +56,8 @@ void quantize_act_q8_k_scalar(const float* x, void* qx, int64_t k) {
       for (int l = 0; l < 16; ++l) s += q[16 * j + l];
       bsums[16 * b + j] = static_cast<int16_t>(s);
     }
+    for (int j = 0; j < 8; ++j)
+      dsums[8 * b + j] = d[b] * static_cast<float>(bsums[16 * b + 2 * j] + bsums[16 * b + 2 * j + 1]);
   }
 }
 

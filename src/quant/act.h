@@ -12,6 +12,8 @@
 //   int8_t  qs[k]
 //   float   d[k / 256]      at k
 //   int16_t bsums[k / 16]   at k + k / 64: sums of 16 consecutive qs
+//   float   dsums[k / 32]   at k + k / 64 + k / 8: d * (sum of 32 consecutive qs), the factors of the
+//                           Q4_K/Q5_K mins, precomputed once per row instead of once per weight tile
 // Row sizes are rounded up to 64 bytes so consecutive rows stay aligned.
 #pragma once
 
@@ -44,12 +46,15 @@ struct ActQ8_0 {
 
 struct ActQ8_K {
   static size_t row_bytes(int64_t k) {
-    return round_up_64(static_cast<size_t>(k) + static_cast<size_t>(k) / 64 + static_cast<size_t>(k) / 8);
+    return round_up_64(static_cast<size_t>(k) + static_cast<size_t>(k) / 64 + static_cast<size_t>(k) / 4);
   }
   static int8_t* qs(void* row) { return static_cast<int8_t*>(row); }
   static float* d(void* row, int64_t k) { return reinterpret_cast<float*>(static_cast<uint8_t*>(row) + k); }
   static int16_t* bsums(void* row, int64_t k) {
     return reinterpret_cast<int16_t*>(static_cast<uint8_t*>(row) + k + k / 64);
+  }
+  static float* dsums(void* row, int64_t k) {
+    return reinterpret_cast<float*>(static_cast<uint8_t*>(row) + k + k / 64 + k / 8);
   }
   static const int8_t* qs(const void* row) { return static_cast<const int8_t*>(row); }
   static const float* d(const void* row, int64_t k) {
@@ -57,6 +62,9 @@ struct ActQ8_K {
   }
   static const int16_t* bsums(const void* row, int64_t k) {
     return reinterpret_cast<const int16_t*>(static_cast<const uint8_t*>(row) + k + k / 64);
+  }
+  static const float* dsums(const void* row, int64_t k) {
+    return reinterpret_cast<const float*>(static_cast<const uint8_t*>(row) + k + k / 64 + k / 8);
   }
 };
 

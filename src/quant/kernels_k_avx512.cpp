@@ -1,10 +1,12 @@
 // Q4_K / Q5_K / Q6_K weights x Q8_K-rounded activations with AVX-512 (BW + VNNI).
 //
-// Per 64 elements and (row, token): vpmaddubsw multiplies the unsigned weight codes with the signed
-// activations into pair sums (at most 2 * 63 * 127, no saturation), and vpdpwssd multiplies those by
-// the sub-block scales and accumulates into int32 lanes, exactly. Per super-block the lanes are
-// scaled by d_w * d_a in float; the code offsets (Q4_K/Q5_K mins, Q6_K's -32) are applied through
-// the activation block sums (bsums).
+// Per 128 elements and (row, token): two vpdpbusd multiply the unsigned weight codes of two 64-element
+// chunks with the signed activations into sums of 4 products (at most 4 * 63 * 127 < 2^15), vpackssdw
+// packs both to int16 lanes without loss, and one vpdpwssd multiplies them by their sub-block scales
+// and accumulates into int32 lanes, exactly: 3 multiplies per 128 elements where vpmaddubsw + vpdpwssd
+// per chunk took 4, and prefill is bound by the multiply ports. Per super-block the lanes are scaled by
+// d_w * d_a in float; the code offsets (Q4_K/Q5_K mins, Q6_K's -32) are applied through the activation
+// block sums (bsums).
 #include <immintrin.h>
 
 #include <cstring>
@@ -24,6 +26,7 @@ void quantize_act_q8_k_avx512(const float* x, void* qx, int64_t k) {
   int8_t* qs = ActQ8_K::qs(qx);
   float* d = ActQ8_K::d(qx, k);
   int16_t* bsums = ActQ8_K::bsums(qx, k);
+  float* dsums = ActQ8_K::dsums(qx, k);
   const __m512 sign = _mm512_set1_ps(-0.0f);
   for (int64_t b = 0; b < k / 256; ++b) {
     const float* xb = x + 256 * b;
@@ -34,6 +37,7 @@ void quantize_act_q8_k_avx512(const float* x, void* qx, int64_t k) {
       d[b] = 0;
       std::memset(qs + 256 * b, 0, 256);
       std::memset(bsums + 16 * b, 0, 16 * sizeof(int16_t));
+      std::memset(dsums + 8 * b, 0, 8 * sizeof(float));
       continue;
     }
     // The first element of largest magnitude, with its sign, sets the scale (as in llama.cpp).
@@ -55,6 +59,9 @@ void quantize_act_q8_k_avx512(const float* x, void* qx, int64_t k) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 256 * b + 16 * i), _mm512_cvtsepi32_epi8(q));
     }
     d[b] = 1 / iscale;
+    const __m256i pair_sums = _mm256_madd_epi16(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bsums + 16 * b)), _mm256_set1_epi16(1));
+    _mm256_storeu_ps(dsums + 8 * b, _mm256_mul_ps(_mm256_set1_ps(d[b]), _mm256_cvtepi32_ps(pair_sums)));
   }
 }
 
@@ -77,6 +84,7 @@ struct ActRows {
   const int8_t* qs[T];
   const float* d[T];
   const int16_t* bsums[T];
+  const float* dsums[T];
   ActRows(const TileArgs& a) {
     FERRUM_UNROLL
     for (int t = 0; t < T; ++t) {
@@ -84,11 +92,36 @@ struct ActRows {
       qs[t] = ActQ8_K::qs(row);
       d[t] = ActQ8_K::d(row, a.k);
       bsums[t] = ActQ8_K::bsums(row, a.k);
+      dsums[t] = ActQ8_K::dsums(row, a.k);
     }
   }
 };
 
 inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+
+// acc + the scaled dot products of two chunks (codes w0, w1 against activations a0, a1); `scales` holds
+// the sub-block scale of every int16 lane of the packed chunk sums (see PairScaleIndex).
+inline __m512i dot_chunk_pair(__m512i acc, __m512i w0, __m512i a0, __m512i w1, __m512i a1, __m512i scales) {
+  const __m512i z = _mm512_setzero_si512();
+  return _mm512_dpwssd_epi32(
+      acc, _mm512_packs_epi32(_mm512_dpbusd_epi32(z, w0, a0), _mm512_dpbusd_epi32(z, w1, a1)), scales);
+}
+
+// For chunk pair p (chunks 2p, 2p+1) of a super-block with kSubs sub-blocks per 64-element chunk: the
+// sub-block of each int16 lane j of the packed sums. vpackssdw takes 128-bit lane L = j / 8 of the
+// first chunk into lanes j % 8 < 4 and of the second into the rest; 128-bit lane L of a chunk lies in
+// its sub-block L * kSubs / 4.
+template <int kSubs>
+struct PairScaleIndex {
+  alignas(64) int16_t idx[2][32];
+  constexpr PairScaleIndex() : idx{} {
+    for (int p = 0; p < 2; ++p)
+      for (int j = 0; j < 32; ++j)
+        idx[p][j] = static_cast<int16_t>((2 * p + (j % 8 >= 4)) * kSubs + (j / 8) * kSubs / 4);
+  }
+};
+template <int kSubs>
+constexpr PairScaleIndex<kSubs> kPairScaleIndex{};
 inline __m512i broadcast256(const uint8_t* p) {
   return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
@@ -121,10 +154,9 @@ struct K45Tile {
     const __m512i shift04 = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
                                              0x0004000400040004, 0, 0, 0, 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F);
-    alignas(64) int16_t scv[R][4][32];  // per chunk: sub-block 2c's scale in 16 lanes, then 2c+1's
+    alignas(64) int16_t scp[R][2][32];  // per chunk pair: the scale of each packed lane
     for (int64_t sb = 0; sb < a.k / 256; ++sb) {
       __m512 dr[R], mr[R];
-      __m128i mins[R];
       FERRUM_UNROLL
       for (int r = 0; r < R; ++r) {
         const Block& blk = wr[r][sb];
@@ -132,55 +164,55 @@ struct K45Tile {
         unpack_scales_mins(blk.scales, u);
         const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(
             _mm_cvtsi64_si128(static_cast<int64_t>(u[0] | (static_cast<uint64_t>(u[1]) << 32)))));
-        mins[r] = _mm_cvtepu8_epi16(
+        const __m128i mins = _mm_cvtepu8_epi16(
             _mm_cvtsi64_si128(static_cast<int64_t>(u[2] | (static_cast<uint64_t>(u[3]) << 32))));
+        // dmin * m_j in lanes 0-7, the rest zero.
+        mr[r] = _mm512_mul_ps(_mm512_set1_ps(fp16(blk.dmin)),
+                              _mm512_cvtepi32_ps(_mm512_zextsi256_si512(_mm256_cvtepi16_epi32(mins))));
         FERRUM_UNROLL
-        for (int c = 0; c < 4; ++c) {
-          const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(2 * c)),
-                                                 _mm256_set1_epi16(static_cast<int16_t>(2 * c + 1)), 1);
-          _mm512_store_si512(scv[r][c], _mm512_permutexvar_epi16(idx, sc16));
-        }
+        for (int p = 0; p < 2; ++p)
+          _mm512_store_si512(scp[r][p], _mm512_permutexvar_epi16(load512(kPairScaleIndex<2>.idx[p]), sc16));
         dr[r] = _mm512_set1_ps(fp16(blk.d));
-        mr[r] = _mm512_set1_ps(fp16(blk.dmin));
       }
       __m512i acci[R][T][kChains] = {};
       FERRUM_UNROLL
-      for (int c = 0; c < 4; ++c) {
-        __m512i wq[R];
+      for (int p = 0; p < 2; ++p) {
+        __m512i wq[R][2];
         FERRUM_UNROLL
         for (int r = 0; r < R; ++r) {
           const Block& blk = wr[r][sb];
-          wq[r] = _mm512_and_si512(_mm512_srlv_epi16(broadcast256(blk.qs + 32 * c), shift04), low4);
-          if constexpr (kFiveBit) {
-            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
-                                                   _mm256_set1_epi8(static_cast<char>(2 << (2 * c))), 1);
-            const __mmask64 hi = _mm512_test_epi8_mask(broadcast256(blk.qh), bit);
-            wq[r] = _mm512_mask_add_epi8(wq[r], hi, wq[r], _mm512_set1_epi8(16));
+          FERRUM_UNROLL
+          for (int h = 0; h < 2; ++h) {
+            const int c = 2 * p + h;
+            wq[r][h] = _mm512_and_si512(_mm512_srlv_epi16(broadcast256(blk.qs + 32 * c), shift04), low4);
+            if constexpr (kFiveBit) {
+              const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+                                                     _mm256_set1_epi8(static_cast<char>(2 << (2 * c))), 1);
+              const __mmask64 hi = _mm512_test_epi8_mask(broadcast256(blk.qh), bit);
+              wq[r][h] = _mm512_mask_add_epi8(wq[r][h], hi, wq[r][h], _mm512_set1_epi8(16));
+            }
           }
         }
         FERRUM_UNROLL
         for (int t = 0; t < T; ++t) {
-          const __m512i av = load512(act.qs[t] + 256 * sb + 64 * c);
+          const __m512i a0 = load512(act.qs[t] + 256 * sb + 128 * p);
+          const __m512i a1 = load512(act.qs[t] + 256 * sb + 128 * p + 64);
           FERRUM_UNROLL
           for (int r = 0; r < R; ++r)
-            acci[r][t][c % kChains] = _mm512_dpwssd_epi32(
-                acci[r][t][c % kChains], _mm512_maddubs_epi16(wq[r], av), load512(scv[r][c]));
+            acci[r][t][p % kChains] =
+                dot_chunk_pair(acci[r][t][p % kChains], wq[r][0], a0, wq[r][1], a1, load512(scp[r][p]));
         }
       }
       FERRUM_UNROLL
       for (int t = 0; t < T; ++t) {
-        const __m512 da = _mm512_set1_ps(act.d[t][sb]);
-        const int16_t* bs = act.bsums[t] + 16 * sb;
-        // Activation sums per 32-element sub-block.
-        const __m128i bs32 = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bs)),
-                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(bs + 8)));
+        const float da = act.d[t][sb];
+        const __m512 sums = _mm512_zextps256_ps512(_mm256_loadu_ps(act.dsums[t] + 8 * sb));
         FERRUM_UNROLL
         for (int r = 0; r < R; ++r) {
-          // acc += d_a * (d * dot - dmin * sum_j m_j * bsum32_j)
-          const __m512 minsum = _mm512_cvtepi32_ps(_mm512_zextsi128_si512(_mm_madd_epi16(mins[r], bs32)));
-          const __m512 blk = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sum_chains(acci[r][t])), dr[r],
-                                             _mm512_mul_ps(minsum, mr[r]));
-          acc[r][t] = _mm512_fmadd_ps(blk, da, acc[r][t]);
+          // acc += d * d_a * dot - sum_j (dmin * m_j) * (d_a * bsum32_j)
+          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum_chains(acci[r][t])),
+                                      _mm512_mul_ps(dr[r], _mm512_set1_ps(da)), acc[r][t]);
+          acc[r][t] = _mm512_fnmadd_ps(mr[r], sums, acc[r][t]);
         }
       }
     }
@@ -210,7 +242,7 @@ struct Q6_KTile {
     const __m512i shr02 = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
                                            0x0002000200020002, 0, 0, 0, 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
-    alignas(64) int16_t scv[R][4][32];  // per step: the scales of its 4 sub-blocks, 8 lanes each
+    alignas(64) int16_t scp[R][2][32];  // per step pair: the scale of each packed lane
     alignas(64) int16_t scn[R][32];     // -32 * scale per sub-block (lanes 16-31 zero)
     for (int64_t sb = 0; sb < a.k / 256; ++sb) {
       __m512 dr[R];
@@ -220,42 +252,35 @@ struct Q6_KTile {
         const __m256i sc16 =
             _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
         FERRUM_UNROLL
-        for (int s = 0; s < 4; ++s) {
-          const __m512i idx =
-              _mm512_set_epi64(0x0001000100010001LL * (4 * s + 3), 0x0001000100010001LL * (4 * s + 3),
-                               0x0001000100010001LL * (4 * s + 2), 0x0001000100010001LL * (4 * s + 2),
-                               0x0001000100010001LL * (4 * s + 1), 0x0001000100010001LL * (4 * s + 1),
-                               0x0001000100010001LL * (4 * s), 0x0001000100010001LL * (4 * s));
-          _mm512_store_si512(scv[r][s], _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16)));
-        }
+        for (int h = 0; h < 2; ++h)
+          _mm512_store_si512(scp[r][h], _mm512_permutexvar_epi16(load512(kPairScaleIndex<4>.idx[h]),
+                                                                 _mm512_castsi256_si512(sc16)));
         _mm512_store_si512(scn[r], _mm512_zextsi256_si512(_mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32))));
         dr[r] = _mm512_set1_ps(fp16(blk.d));
       }
       __m512i acci[R][T][kChains] = {};
       FERRUM_UNROLL
-      for (int s = 0; s < 4; ++s) {
-        const int h = s / 2;
-        __m512i wq[R];
+      for (int h = 0; h < 2; ++h) {
+        // Steps 2h and 2h+1 share their ql and qh bytes.
+        __m512i wq[R][2];
         FERRUM_UNROLL
         for (int r = 0; r < R; ++r) {
           const BlockQ6_K& blk = wr[r][sb];
           const __m512i l = load512(blk.ql + 64 * h);
           const __m512i qh = broadcast256(blk.qh + 32 * h);
-          if (s % 2 == 0) {
-            wq[r] = _mm512_ternarylogic_epi32(_mm512_and_si512(l, low4), _mm512_sllv_epi16(qh, shl42), bits45,
-                                              0xF8);
-          } else {
-            wq[r] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
-                                              _mm512_srlv_epi16(qh, shr02), bits45, 0xF8);
-          }
+          wq[r][0] = _mm512_ternarylogic_epi32(_mm512_and_si512(l, low4), _mm512_sllv_epi16(qh, shl42),
+                                               bits45, 0xF8);
+          wq[r][1] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
+                                               _mm512_srlv_epi16(qh, shr02), bits45, 0xF8);
         }
         FERRUM_UNROLL
         for (int t = 0; t < T; ++t) {
-          const __m512i av = load512(act.qs[t] + 256 * sb + 64 * s);
+          const __m512i a0 = load512(act.qs[t] + 256 * sb + 128 * h);
+          const __m512i a1 = load512(act.qs[t] + 256 * sb + 128 * h + 64);
           FERRUM_UNROLL
           for (int r = 0; r < R; ++r)
-            acci[r][t][s % kChains] = _mm512_dpwssd_epi32(
-                acci[r][t][s % kChains], _mm512_maddubs_epi16(wq[r], av), load512(scv[r][s]));
+            acci[r][t][h % kChains] =
+                dot_chunk_pair(acci[r][t][h % kChains], wq[r][0], a0, wq[r][1], a1, load512(scp[r][h]));
         }
       }
       FERRUM_UNROLL
