@@ -149,14 +149,19 @@ struct K45Tile {
     const Block* wr[R];
     FERRUM_UNROLL
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const Block*>(a.w + r * a.w_row_bytes);
-    __m512 acc[R][T] = {};
+    // Rows in pairs (r, r + 1): lanes 0-7 of acc[r / 2] belong to row r and lanes 8-15 to row r + 1, so
+    // the float work per super-block is halved. The last row of an odd tile is alone in its acc, all
+    // 16 lanes its own (decode tiles have one row: folding would only add work).
+    constexpr int kPairs = (R + 1) / 2;
+    __m512 acc[kPairs][T] = {};
     // Nibble c of a 32-byte chunk broadcast to both halves: shift the upper half's words by 4.
     const __m512i shift04 = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
                                              0x0004000400040004, 0, 0, 0, 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     alignas(64) int16_t scp[R][2][32];  // per chunk pair: the scale of each packed lane
     for (int64_t sb = 0; sb < a.k / 256; ++sb) {
-      __m512 dr[R], mr[R];
+      float dr[R];
+      __m256 mr[R];
       FERRUM_UNROLL
       for (int r = 0; r < R; ++r) {
         const Block& blk = wr[r][sb];
@@ -166,13 +171,12 @@ struct K45Tile {
             _mm_cvtsi64_si128(static_cast<int64_t>(u[0] | (static_cast<uint64_t>(u[1]) << 32)))));
         const __m128i mins = _mm_cvtepu8_epi16(
             _mm_cvtsi64_si128(static_cast<int64_t>(u[2] | (static_cast<uint64_t>(u[3]) << 32))));
-        // dmin * m_j in lanes 0-7, the rest zero.
-        mr[r] = _mm512_mul_ps(_mm512_set1_ps(fp16(blk.dmin)),
-                              _mm512_cvtepi32_ps(_mm512_zextsi256_si512(_mm256_cvtepi16_epi32(mins))));
+        mr[r] =
+            _mm256_mul_ps(_mm256_set1_ps(fp16(blk.dmin)), _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(mins)));
         FERRUM_UNROLL
         for (int p = 0; p < 2; ++p)
           _mm512_store_si512(scp[r][p], _mm512_permutexvar_epi16(load512(kPairScaleIndex<2>.idx[p]), sc16));
-        dr[r] = _mm512_set1_ps(fp16(blk.d));
+        dr[r] = fp16(blk.d);
       }
       __m512i acci[R][T][kChains] = {};
       FERRUM_UNROLL
@@ -203,23 +207,48 @@ struct K45Tile {
                 dot_chunk_pair(acci[r][t][p % kChains], wq[r][0], a0, wq[r][1], a1, load512(scp[r][p]));
         }
       }
+      __m512 dpair[kPairs], mpair[kPairs];
+      FERRUM_UNROLL
+      for (int i = 0; i < kPairs; ++i) {
+        if (2 * i + 1 < R) {
+          dpair[i] = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dr[2 * i]), _mm512_set1_ps(dr[2 * i + 1]));
+          mpair[i] = _mm512_insertf32x8(_mm512_castps256_ps512(mr[2 * i]), mr[2 * i + 1], 1);
+        } else {
+          dpair[i] = _mm512_set1_ps(dr[2 * i]);
+          mpair[i] = _mm512_zextps256_ps512(mr[2 * i]);
+        }
+      }
       FERRUM_UNROLL
       for (int t = 0; t < T; ++t) {
-        const float da = act.d[t][sb];
-        const __m512 sums = _mm512_zextps256_ps512(_mm256_loadu_ps(act.dsums[t] + 8 * sb));
+        const __m512 da = _mm512_set1_ps(act.d[t][sb]);
+        const __m512 sums = _mm512_broadcast_f32x8(_mm256_loadu_ps(act.dsums[t] + 8 * sb));
         FERRUM_UNROLL
-        for (int r = 0; r < R; ++r) {
+        for (int i = 0; i < kPairs; ++i) {
+          __m512i folded = sum_chains(acci[2 * i][t]);
+          if (2 * i + 1 < R) {
+            // Lanes 0-7: row 2i's 16 lanes folded in half; 8-15: row 2i+1's.
+            const __m512i v1 = sum_chains(acci[2 * i + 1][t]);
+            folded = _mm512_add_epi32(_mm512_shuffle_i64x2(folded, v1, 0x44),
+                                      _mm512_shuffle_i64x2(folded, v1, 0xEE));
+          }
           // acc += d * d_a * dot - sum_j (dmin * m_j) * (d_a * bsum32_j)
-          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum_chains(acci[r][t])),
-                                      _mm512_mul_ps(dr[r], _mm512_set1_ps(da)), acc[r][t]);
-          acc[r][t] = _mm512_fnmadd_ps(mr[r], sums, acc[r][t]);
+          acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(folded), _mm512_mul_ps(dpair[i], da), acc[i][t]);
+          acc[i][t] = _mm512_fnmadd_ps(mpair[i], sums, acc[i][t]);
         }
       }
     }
     FERRUM_UNROLL
     for (int t = 0; t < T; ++t) {
       FERRUM_UNROLL
-      for (int r = 0; r < R; ++r) a.y[t * a.ldy + r] = avx512::hsum(acc[r][t]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 v = acc[r / 2][t];
+        if (r + 1 == R && r % 2 == 0) {
+          a.y[t * a.ldy + r] = avx512::hsum(v);
+        } else {
+          a.y[t * a.ldy + r] =
+              avx512::hsum256(r % 2 == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1));
+        }
+      }
     }
   }
 };

@@ -23,6 +23,14 @@ inline float hsum(__m512 v) {
   return _mm_cvtss_f32(x);
 }
 
+// Sum of the 8 lanes.
+inline float hsum256(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
 // Lanes 0-7 = a, lanes 8-15 = b.
 inline __m512 pair_lanes(__m128 ab) {
   return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
