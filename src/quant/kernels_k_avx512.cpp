@@ -138,6 +138,42 @@ inline void unpack_scales_mins(const uint8_t* packed, uint32_t out[4]) {
   out[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
 }
 
+// Weight rows in pairs (r, r + 1) share one float accumulator: lanes 0-7 belong to row r and lanes
+// 8-15 to row r + 1, which halves the float work per super-block. The last row of an odd tile is
+// alone in its accumulator, all 16 lanes its own (decode tiles have one row: folding would only add
+// work).
+template <int R>
+constexpr int kRowPairs = (R + 1) / 2;
+
+// Lanes 0-7: the 16 integer lanes of row a folded in half; lanes 8-15: those of row b.
+inline __m512i fold_rows(__m512i a, __m512i b) {
+  return _mm512_add_epi32(_mm512_shuffle_i64x2(a, b, 0x44), _mm512_shuffle_i64x2(a, b, 0xEE));
+}
+
+// Per-row float factor f[r] laid out as the pair accumulators expect.
+template <int R>
+inline __m512 pair_factor(const float* f, int i) {
+  return 2 * i + 1 < R ? _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(f[2 * i]), _mm512_set1_ps(f[2 * i + 1]))
+                       : _mm512_set1_ps(f[2 * i]);
+}
+
+template <int R, int T>
+inline void store_row_pairs(const __m512 (&acc)[kRowPairs<R>][T], const TileArgs& a) {
+  FERRUM_UNROLL
+  for (int t = 0; t < T; ++t) {
+    FERRUM_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const __m512 v = acc[r / 2][t];
+      if (r + 1 == R && r % 2 == 0) {
+        a.y[t * a.ldy + r] = avx512::hsum(v);
+      } else {
+        a.y[t * a.ldy + r] =
+            avx512::hsum256(r % 2 == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1));
+      }
+    }
+  }
+}
+
 // Q4_K and Q5_K (kFiveBit): 4 chunks of 64 elements; chunk c = sub-blocks 2c (low nibbles of
 // qs[32c..32c+31]) and 2c+1 (high nibbles), with bits 2c / 2c+1 of qh as fifth bits.
 template <bool kFiveBit, int R, int T>
@@ -149,10 +185,7 @@ struct K45Tile {
     const Block* wr[R];
     FERRUM_UNROLL
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const Block*>(a.w + r * a.w_row_bytes);
-    // Rows in pairs (r, r + 1): lanes 0-7 of acc[r / 2] belong to row r and lanes 8-15 to row r + 1, so
-    // the float work per super-block is halved. The last row of an odd tile is alone in its acc, all
-    // 16 lanes its own (decode tiles have one row: folding would only add work).
-    constexpr int kPairs = (R + 1) / 2;
+    constexpr int kPairs = kRowPairs<R>;
     __m512 acc[kPairs][T] = {};
     // Nibble c of a 32-byte chunk broadcast to both halves: shift the upper half's words by 4.
     const __m512i shift04 = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
@@ -210,13 +243,9 @@ struct K45Tile {
       __m512 dpair[kPairs], mpair[kPairs];
       FERRUM_UNROLL
       for (int i = 0; i < kPairs; ++i) {
-        if (2 * i + 1 < R) {
-          dpair[i] = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dr[2 * i]), _mm512_set1_ps(dr[2 * i + 1]));
-          mpair[i] = _mm512_insertf32x8(_mm512_castps256_ps512(mr[2 * i]), mr[2 * i + 1], 1);
-        } else {
-          dpair[i] = _mm512_set1_ps(dr[2 * i]);
-          mpair[i] = _mm512_zextps256_ps512(mr[2 * i]);
-        }
+        dpair[i] = pair_factor<R>(dr, i);
+        mpair[i] = 2 * i + 1 < R ? _mm512_insertf32x8(_mm512_castps256_ps512(mr[2 * i]), mr[2 * i + 1], 1)
+                                 : _mm512_zextps256_ps512(mr[2 * i]);
       }
       FERRUM_UNROLL
       for (int t = 0; t < T; ++t) {
@@ -225,31 +254,14 @@ struct K45Tile {
         FERRUM_UNROLL
         for (int i = 0; i < kPairs; ++i) {
           __m512i folded = sum_chains(acci[2 * i][t]);
-          if (2 * i + 1 < R) {
-            // Lanes 0-7: row 2i's 16 lanes folded in half; 8-15: row 2i+1's.
-            const __m512i v1 = sum_chains(acci[2 * i + 1][t]);
-            folded = _mm512_add_epi32(_mm512_shuffle_i64x2(folded, v1, 0x44),
-                                      _mm512_shuffle_i64x2(folded, v1, 0xEE));
-          }
+          if (2 * i + 1 < R) folded = fold_rows(folded, sum_chains(acci[2 * i + 1][t]));
           // acc += d * d_a * dot - sum_j (dmin * m_j) * (d_a * bsum32_j)
           acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(folded), _mm512_mul_ps(dpair[i], da), acc[i][t]);
           acc[i][t] = _mm512_fnmadd_ps(mpair[i], sums, acc[i][t]);
         }
       }
     }
-    FERRUM_UNROLL
-    for (int t = 0; t < T; ++t) {
-      FERRUM_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const __m512 v = acc[r / 2][t];
-        if (r + 1 == R && r % 2 == 0) {
-          a.y[t * a.ldy + r] = avx512::hsum(v);
-        } else {
-          a.y[t * a.ldy + r] =
-              avx512::hsum256(r % 2 == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1));
-        }
-      }
-    }
+    store_row_pairs<R, T>(acc, a);
   }
 };
 
@@ -264,7 +276,8 @@ struct Q6_KTile {
     const BlockQ6_K* wr[R];
     FERRUM_UNROLL
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const BlockQ6_K*>(a.w + r * a.w_row_bytes);
-    __m512 acc[R][T] = {};
+    constexpr int kPairs = kRowPairs<R>;
+    __m512 acc[kPairs][T] = {};
     const __m512i shl42 =
         _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
                          0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
@@ -272,9 +285,9 @@ struct Q6_KTile {
                                            0x0002000200020002, 0, 0, 0, 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
     alignas(64) int16_t scp[R][2][32];  // per step pair: the scale of each packed lane
-    alignas(64) int16_t scn[R][32];     // -32 * scale per sub-block (lanes 16-31 zero)
     for (int64_t sb = 0; sb < a.k / 256; ++sb) {
-      __m512 dr[R];
+      float dr[R];
+      __m256i scn[R];  // -32 * scale per sub-block
       FERRUM_UNROLL
       for (int r = 0; r < R; ++r) {
         const BlockQ6_K& blk = wr[r][sb];
@@ -284,8 +297,8 @@ struct Q6_KTile {
         for (int h = 0; h < 2; ++h)
           _mm512_store_si512(scp[r][h], _mm512_permutexvar_epi16(load512(kPairScaleIndex<4>.idx[h]),
                                                                  _mm512_castsi256_si512(sc16)));
-        _mm512_store_si512(scn[r], _mm512_zextsi256_si512(_mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32))));
-        dr[r] = _mm512_set1_ps(fp16(blk.d));
+        scn[r] = _mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32));
+        dr[r] = fp16(blk.d);
       }
       __m512i acci[R][T][kChains] = {};
       FERRUM_UNROLL
@@ -312,23 +325,29 @@ struct Q6_KTile {
                 dot_chunk_pair(acci[r][t][h % kChains], wq[r][0], a0, wq[r][1], a1, load512(scp[r][h]));
         }
       }
+      __m512 dpair[kPairs];
+      __m512i npair[kPairs];  // row 2i's offsets in int16 lanes 0-15, row 2i+1's (or zeros) in 16-31
+      FERRUM_UNROLL
+      for (int i = 0; i < kPairs; ++i) {
+        dpair[i] = pair_factor<R>(dr, i);
+        npair[i] = 2 * i + 1 < R ? _mm512_inserti64x4(_mm512_castsi256_si512(scn[2 * i]), scn[2 * i + 1], 1)
+                                 : _mm512_zextsi256_si512(scn[2 * i]);
+      }
       FERRUM_UNROLL
       for (int t = 0; t < T; ++t) {
         const __m512 da = _mm512_set1_ps(act.d[t][sb]);
-        const __m512i bs = _mm512_zextsi256_si512(
+        const __m512i bs = _mm512_broadcast_i64x4(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums[t] + 16 * sb)));
         FERRUM_UNROLL
-        for (int r = 0; r < R; ++r) {
-          const __m512i dot = _mm512_dpwssd_epi32(sum_chains(acci[r][t]), bs, load512(scn[r]));
-          acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dr[r], da), acc[r][t]);
+        for (int i = 0; i < kPairs; ++i) {
+          __m512i folded = sum_chains(acci[2 * i][t]);
+          if (2 * i + 1 < R) folded = fold_rows(folded, sum_chains(acci[2 * i + 1][t]));
+          const __m512i dot = _mm512_dpwssd_epi32(folded, bs, npair[i]);
+          acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dpair[i], da), acc[i][t]);
         }
       }
     }
-    FERRUM_UNROLL
-    for (int t = 0; t < T; ++t) {
-      FERRUM_UNROLL
-      for (int r = 0; r < R; ++r) a.y[t * a.ldy + r] = avx512::hsum(acc[r][t]);
-    }
+    store_row_pairs<R, T>(acc, a);
   }
 };
 
