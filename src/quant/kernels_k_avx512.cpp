@@ -191,10 +191,10 @@ struct K45Tile {
     const __m512i shift04 = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
                                              0x0004000400040004, 0, 0, 0, 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F);
-    alignas(64) int16_t scp[R][2][32];  // per chunk pair: the scale of each packed lane
     for (int64_t sb = 0; sb < a.k / 256; ++sb) {
       float dr[R];
       __m256 mr[R];
+      __m512i scp[R][2];  // per chunk pair: the scale of each packed lane
       FERRUM_UNROLL
       for (int r = 0; r < R; ++r) {
         const Block& blk = wr[r][sb];
@@ -208,7 +208,7 @@ struct K45Tile {
             _mm256_mul_ps(_mm256_set1_ps(fp16(blk.dmin)), _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(mins)));
         FERRUM_UNROLL
         for (int p = 0; p < 2; ++p)
-          _mm512_store_si512(scp[r][p], _mm512_permutexvar_epi16(load512(kPairScaleIndex<2>.idx[p]), sc16));
+          scp[r][p] = _mm512_permutexvar_epi16(load512(kPairScaleIndex<2>.idx[p]), sc16);
         dr[r] = fp16(blk.d);
       }
       __m512i acci[R][T][kChains] = {};
@@ -237,7 +237,7 @@ struct K45Tile {
           FERRUM_UNROLL
           for (int r = 0; r < R; ++r)
             acci[r][t][p % kChains] =
-                dot_chunk_pair(acci[r][t][p % kChains], wq[r][0], a0, wq[r][1], a1, load512(scp[r][p]));
+                dot_chunk_pair(acci[r][t][p % kChains], wq[r][0], a0, wq[r][1], a1, scp[r][p]);
         }
       }
       __m512 dpair[kPairs], mpair[kPairs];
@@ -284,10 +284,10 @@ struct Q6_KTile {
     const __m512i shr02 = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
                                            0x0002000200020002, 0, 0, 0, 0);
     const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
-    alignas(64) int16_t scp[R][2][32];  // per step pair: the scale of each packed lane
     for (int64_t sb = 0; sb < a.k / 256; ++sb) {
       float dr[R];
-      __m256i scn[R];  // -32 * scale per sub-block
+      __m256i scn[R];     // -32 * scale per sub-block
+      __m512i scp[R][2];  // per step pair: the scale of each packed lane
       FERRUM_UNROLL
       for (int r = 0; r < R; ++r) {
         const BlockQ6_K& blk = wr[r][sb];
@@ -295,8 +295,8 @@ struct Q6_KTile {
             _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
         FERRUM_UNROLL
         for (int h = 0; h < 2; ++h)
-          _mm512_store_si512(scp[r][h], _mm512_permutexvar_epi16(load512(kPairScaleIndex<4>.idx[h]),
-                                                                 _mm512_castsi256_si512(sc16)));
+          scp[r][h] =
+              _mm512_permutexvar_epi16(load512(kPairScaleIndex<4>.idx[h]), _mm512_castsi256_si512(sc16));
         scn[r] = _mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32));
         dr[r] = fp16(blk.d);
       }
@@ -322,7 +322,7 @@ struct Q6_KTile {
           FERRUM_UNROLL
           for (int r = 0; r < R; ++r)
             acci[r][t][h % kChains] =
-                dot_chunk_pair(acci[r][t][h % kChains], wq[r][0], a0, wq[r][1], a1, load512(scp[r][h]));
+                dot_chunk_pair(acci[r][t][h % kChains], wq[r][0], a0, wq[r][1], a1, scp[r][h]);
         }
       }
       __m512 dpair[kPairs];
