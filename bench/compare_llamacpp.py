@@ -77,7 +77,7 @@ def llamacpp_bench(model, threads, pp, tg, reps):
         if tg:
             clear()
             t0 = time.perf_counter()
-            tok = prompt[0]
+            tok = prompt[0] if prompt else 1  # -p 0: decode from an arbitrary token
             for i in range(tg):
                 decode([tok], i)
                 logits = lc.llama_get_logits_ith(ctx, -1)
