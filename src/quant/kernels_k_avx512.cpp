@@ -139,15 +139,25 @@ inline void unpack_scales_mins(const uint8_t* packed, uint32_t out[4]) {
 }
 
 // Weight rows in pairs (r, r + 1) share one float accumulator: lanes 0-7 belong to row r and lanes
-// 8-15 to row r + 1, which halves the float work per super-block. The last row of an odd tile is
-// alone in its accumulator, all 16 lanes its own (decode tiles have one row: folding would only add
-// work).
+// 8-15 to row r + 1, which halves the float work per super-block. The last row of an odd tile (every
+// decode tile has one row) folds its lanes onto themselves and uses lanes 0-7: a row's arithmetic is
+// the same op for op whatever the tile, so results do not depend on how many tokens or rows share a
+// call (batch invariance; the integer folds are exact).
 template <int R>
 constexpr int kRowPairs = (R + 1) / 2;
 
 // Lanes 0-7: the 16 integer lanes of row a folded in half; lanes 8-15: those of row b.
 inline __m512i fold_rows(__m512i a, __m512i b) {
   return _mm512_add_epi32(_mm512_shuffle_i64x2(a, b, 0x44), _mm512_shuffle_i64x2(a, b, 0xEE));
+}
+// Lanes 0-7 as fold_rows(a, *) gives them.
+inline __m512i fold_row(__m512i a) { return _mm512_add_epi32(a, _mm512_shuffle_i64x2(a, a, 0x4E)); }
+
+// The integer sums of pair i for token t.
+template <int R, int T, int C>
+inline __m512i folded_pair(const __m512i (&acci)[R][T][C], int i, int t) {
+  return 2 * i + 1 < R ? fold_rows(sum_chains(acci[2 * i][t]), sum_chains(acci[2 * i + 1][t]))
+                       : fold_row(sum_chains(acci[2 * i][t]));
 }
 
 // Per-row float factor f[r] laid out as the pair accumulators expect.
@@ -164,12 +174,8 @@ inline void store_row_pairs(const __m512 (&acc)[kRowPairs<R>][T], const TileArgs
     FERRUM_UNROLL
     for (int r = 0; r < R; ++r) {
       const __m512 v = acc[r / 2][t];
-      if (r + 1 == R && r % 2 == 0) {
-        a.y[t * a.ldy + r] = avx512::hsum(v);
-      } else {
-        a.y[t * a.ldy + r] =
-            avx512::hsum256(r % 2 == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1));
-      }
+      a.y[t * a.ldy + r] =
+          avx512::hsum256(r % 2 == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1));
     }
   }
 }
@@ -253,8 +259,7 @@ struct K45Tile {
         const __m512 sums = _mm512_broadcast_f32x8(_mm256_loadu_ps(act.dsums[t] + 8 * sb));
         FERRUM_UNROLL
         for (int i = 0; i < kPairs; ++i) {
-          __m512i folded = sum_chains(acci[2 * i][t]);
-          if (2 * i + 1 < R) folded = fold_rows(folded, sum_chains(acci[2 * i + 1][t]));
+          const __m512i folded = folded_pair(acci, i, t);
           // acc += d * d_a * dot - sum_j (dmin * m_j) * (d_a * bsum32_j)
           acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(folded), _mm512_mul_ps(dpair[i], da), acc[i][t]);
           acc[i][t] = _mm512_fnmadd_ps(mpair[i], sums, acc[i][t]);
@@ -340,8 +345,7 @@ struct Q6_KTile {
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums[t] + 16 * sb)));
         FERRUM_UNROLL
         for (int i = 0; i < kPairs; ++i) {
-          __m512i folded = sum_chains(acci[2 * i][t]);
-          if (2 * i + 1 < R) folded = fold_rows(folded, sum_chains(acci[2 * i + 1][t]));
+          const __m512i folded = folded_pair(acci, i, t);
           const __m512i dot = _mm512_dpwssd_epi32(folded, bs, npair[i]);
           acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dpair[i], da), acc[i][t]);
         }

@@ -22,6 +22,7 @@ struct VecOps {
 
 // Hand-written AVX-512 row kernels (the others are vec_ops_impl.h compiled per instruction set).
 void gelu_erf_avx512(float* x, int64_t n);
+void silu_mul_avx512(const float* g, const float* u, float* out, int64_t n);
 
 const VecOps& vec_ops_generic();
 const VecOps& vec_ops_avx2();

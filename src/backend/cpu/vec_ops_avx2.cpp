@@ -6,5 +6,5 @@ namespace ferrum::cpu {
 namespace {
 #include "backend/cpu/vec_ops_impl.h"
 }  // namespace
-FERRUM_DEFINE_VEC_OPS(vec_ops_avx2, "avx2", attend_generic, gelu_erf_impl)
+FERRUM_DEFINE_VEC_OPS(vec_ops_avx2, "avx2", silu_mul_impl, attend_generic, gelu_erf_impl)
 }  // namespace ferrum::cpu

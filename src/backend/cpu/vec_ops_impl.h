@@ -37,9 +37,9 @@ inline void gelu_erf_impl(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
 }
 
-#define FERRUM_DEFINE_VEC_OPS(fn_name, isa_name, attend_fn, gelu_erf_fn)        \
-  const VecOps& fn_name() {                                                     \
-    static const VecOps ops{isa_name, axpy_impl,     scale_impl, rms_norm_impl, \
-                            add_impl, silu_mul_impl, attend_fn,  gelu_erf_fn};  \
-    return ops;                                                                 \
+#define FERRUM_DEFINE_VEC_OPS(fn_name, isa_name, silu_mul_fn, attend_fn, gelu_erf_fn) \
+  const VecOps& fn_name() {                                                           \
+    static const VecOps ops{isa_name, axpy_impl,   scale_impl, rms_norm_impl,         \
+                            add_impl, silu_mul_fn, attend_fn,  gelu_erf_fn};          \
+    return ops;                                                                       \
   }
