@@ -32,6 +32,11 @@ struct MatmulKernel {
                int64_t n_tokens, float* y, int64_t ldy, int64_t n_rows) = nullptr;
 };
 
+// Whether two kernels read the same activation rows (then one conversion serves both).
+inline bool same_act_format(const MatmulKernel& a, const MatmulKernel& b) {
+  return a.act_type == b.act_type && a.quantize_act == b.quantize_act;
+}
+
 // Bytes of one activation row of k elements in the kernel's activation format.
 size_t act_row_bytes(const MatmulKernel& kern, int64_t k);
 // The float values a converted activation row stands for (tests compare kernels against them).

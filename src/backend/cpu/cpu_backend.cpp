@@ -83,11 +83,40 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   const int64_t ldy = static_cast<int64_t>(out.row_stride() / sizeof(float));
   const auto* wbase = static_cast<const uint8_t*>(w.data);
   const size_t wstride = w.row_stride();
-  // Row blocks of a multiple of 16 rows, about two per thread.
-  const int64_t block = std::max<int64_t>(16, (n_rows + 2 * threads_ - 1) / (2 * threads_) + 15) / 16 * 16;
+  const int64_t block = row_block(n_rows);
   pool_.parallel_for((n_rows + block - 1) / block, [&](int64_t b, int) {
     const int64_t r0 = b * block, n = std::min(block, n_rows - r0);
     kern->gemm(wbase + r0 * wstride, wstride, act, act_stride, k, n_tokens, y + r0, ldy, n);
+  });
+}
+
+void CpuBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs) {
+  // Task b of product i is b - start[i]; each product keeps the row blocks its own matmul would use.
+  std::array<int64_t, 9> start{};
+  if (outs.empty() || outs.size() >= start.size()) return Backend::matmul_group(x, outs);
+  const quant::MatmulKernel* first = kernels_[static_cast<size_t>(outs.front().w->type)];
+  for (const MatmulOut& m : outs) {
+    if (!quant::same_act_format(*kernels_[static_cast<size_t>(m.w->type)], *first))
+      return Backend::matmul_group(x, outs);
+  }
+  const int64_t k = x.cols(), n_tokens = x.rows();
+  size_t act_stride = 0;
+  const void* act = prepare_act(*first, x, nullptr, 1, n_tokens, act_buf_, &act_stride);
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const int64_t rows = outs[i].w->rows();
+    start[i + 1] = start[i] + (rows + row_block(rows) - 1) / row_block(rows);
+  }
+  pool_.parallel_for(start[outs.size()], [&](int64_t task, int) {
+    size_t i = 0;
+    while (task >= start[i + 1]) ++i;
+    const Tensor& w = *outs[i].w;
+    const Tensor& out = outs[i].out;
+    const int64_t block = row_block(w.rows()), r0 = (task - start[i]) * block,
+                  n = std::min(block, w.rows() - r0);
+    const size_t wstride = w.row_stride();
+    kernels_[static_cast<size_t>(w.type)]->gemm(static_cast<const uint8_t*>(w.data) + r0 * wstride, wstride,
+                                                act, act_stride, k, n_tokens, out.row<float>(0) + r0,
+                                                static_cast<int64_t>(out.row_stride() / sizeof(float)), n);
   });
 }
 

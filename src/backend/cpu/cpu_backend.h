@@ -27,6 +27,9 @@ class CpuBackend : public HostMemoryBackend {
   void add(Tensor x, const Tensor& y) override;
   void add_bias(Tensor x, const Tensor& bias) override;
   void matmul(const Tensor& x, const Tensor& w, Tensor out) override;
+  // Products whose kernels read the same activation format share one conversion of x and one
+  // parallel pass (one wait for the pool instead of one per product).
+  void matmul_group(const Tensor& x, std::span<const MatmulOut> outs) override;
   void rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) override;
   void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
                 const int32_t* slots) override;
@@ -54,6 +57,10 @@ class CpuBackend : public HostMemoryBackend {
   struct ExpertTask {
     int32_t e, r0, n;
   };
+  // Rows per task of a dense product: a multiple of 16, about two tasks per thread.
+  int64_t row_block(int64_t n_rows) const {
+    return std::max<int64_t>(16, (n_rows + 2 * threads_ - 1) / (2 * threads_) + 15) / 16 * 16;
+  }
   // Splits every active expert's `rows` weight rows into tasks. Tasks start at multiples of 16 rows,
   // so the vector lanes of the row kernels line up alike however many tasks the step has.
   void plan_expert_tasks(const MoeRouting& r, int64_t rows);

@@ -10,13 +10,6 @@
 
 namespace ferrum {
 
-namespace {
-// Whether two kernels read the same activation rows (then one conversion serves both).
-bool same_act(const quant::MatmulKernel& a, const quant::MatmulKernel& b) {
-  return a.act_type == b.act_type && a.quantize_act == b.quantize_act;
-}
-}  // namespace
-
 void CpuBackend::moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) {
   const int64_t n_exp = logits.cols(), k = r.k;
   for_each_row(r.n_tokens, 16, [&](int64_t t) {
@@ -84,7 +77,7 @@ void CpuBackend::expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate
   const auto* ag = static_cast<const uint8_t*>(prepare_act(*kg, x, r.order, r.k, n_pairs, act_buf_, &sg));
   const auto* au = ag;
   su = sg;
-  if (!same_act(*kg, *ku))
+  if (!quant::same_act_format(*kg, *ku))
     au = static_cast<const uint8_t*>(prepare_act(*ku, x, r.order, r.k, n_pairs, act_buf2_, &su));
   plan_expert_tasks(r, gate.rows);
   // Up-projection results of one task: at most one row per token (a token picks an expert once).
