@@ -167,6 +167,18 @@ inline __m512 pair_factor(const float* f, int i) {
                        : _mm512_set1_ps(f[2 * i]);
 }
 
+// Per-row 8-lane vectors v[r] laid out as the pair accumulators expect (zeros beside a lone row).
+template <int R>
+inline __m512 pair_halves(const __m256* v, int i) {
+  return 2 * i + 1 < R ? _mm512_insertf32x8(_mm512_castps256_ps512(v[2 * i]), v[2 * i + 1], 1)
+                       : _mm512_zextps256_ps512(v[2 * i]);
+}
+template <int R>
+inline __m512i pair_halves(const __m256i* v, int i) {
+  return 2 * i + 1 < R ? _mm512_inserti64x4(_mm512_castsi256_si512(v[2 * i]), v[2 * i + 1], 1)
+                       : _mm512_zextsi256_si512(v[2 * i]);
+}
+
 template <int R, int T>
 inline void store_row_pairs(const __m512 (&acc)[kRowPairs<R>][T], const TileArgs& a) {
   FERRUM_UNROLL
@@ -250,8 +262,7 @@ struct K45Tile {
       FERRUM_UNROLL
       for (int i = 0; i < kPairs; ++i) {
         dpair[i] = pair_factor<R>(dr, i);
-        mpair[i] = 2 * i + 1 < R ? _mm512_insertf32x8(_mm512_castps256_ps512(mr[2 * i]), mr[2 * i + 1], 1)
-                                 : _mm512_zextps256_ps512(mr[2 * i]);
+        mpair[i] = pair_halves<R>(mr, i);
       }
       FERRUM_UNROLL
       for (int t = 0; t < T; ++t) {
@@ -335,8 +346,7 @@ struct Q6_KTile {
       FERRUM_UNROLL
       for (int i = 0; i < kPairs; ++i) {
         dpair[i] = pair_factor<R>(dr, i);
-        npair[i] = 2 * i + 1 < R ? _mm512_inserti64x4(_mm512_castsi256_si512(scn[2 * i]), scn[2 * i + 1], 1)
-                                 : _mm512_zextsi256_si512(scn[2 * i]);
+        npair[i] = pair_halves<R>(scn, i);
       }
       FERRUM_UNROLL
       for (int t = 0; t < T; ++t) {

@@ -30,8 +30,6 @@ inline __m512 sum_lanes_16(const __m512 (&acc)[16]) {
   return _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], 0x88), _mm512_shuffle_ps(z[0], z[1], 0xDD));
 }
 
-inline __mmask16 lane_mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
-
 // Scores of the 16 keys kp[0..15] against q: a head of `passes` passes of N vectors (the last
 // vector of each pass has `tail` lanes). In a pass, q stays in N registers while each key's chain
 // runs; acc[s] holds key 4 * (s % 4) + s / 4, the order sum_lanes_16 wants. The caller masks keys

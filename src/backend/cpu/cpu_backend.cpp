@@ -75,36 +75,30 @@ void CpuBackend::add_bias(Tensor x, const Tensor& bias) {
 }
 
 void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
-  const quant::MatmulKernel* kern = kernels_[static_cast<size_t>(w.type)];
-  const int64_t k = w.cols(), n_tokens = x.rows(), n_rows = w.rows();
-  size_t act_stride = 0;
-  const void* act = prepare_act(*kern, x, nullptr, 1, n_tokens, act_buf_, &act_stride);
-  float* y = out.row<float>(0);
-  const int64_t ldy = static_cast<int64_t>(out.row_stride() / sizeof(float));
-  const auto* wbase = static_cast<const uint8_t*>(w.data);
-  const size_t wstride = w.row_stride();
-  const int64_t block = row_block(n_rows);
-  pool_.parallel_for((n_rows + block - 1) / block, [&](int64_t b, int) {
-    const int64_t r0 = b * block, n = std::min(block, n_rows - r0);
-    kern->gemm(wbase + r0 * wstride, wstride, act, act_stride, k, n_tokens, y + r0, ldy, n);
-  });
+  const MatmulOut product{&w, out};
+  run_products(x, {&product, 1});
 }
 
 void CpuBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs) {
-  // Task b of product i is b - start[i]; each product keeps the row blocks its own matmul would use.
-  std::array<int64_t, 9> start{};
-  if (outs.empty() || outs.size() >= start.size()) return Backend::matmul_group(x, outs);
-  const quant::MatmulKernel* first = kernels_[static_cast<size_t>(outs.front().w->type)];
-  for (const MatmulOut& m : outs) {
-    if (!quant::same_act_format(*kernels_[static_cast<size_t>(m.w->type)], *first))
-      return Backend::matmul_group(x, outs);
-  }
+  if (outs.empty()) return;
+  const quant::MatmulKernel& first = *kernels_[static_cast<size_t>(outs.front().w->type)];
+  const bool one_format = std::all_of(outs.begin(), outs.end(), [&](const MatmulOut& m) {
+    return quant::same_act_format(*kernels_[static_cast<size_t>(m.w->type)], first);
+  });
+  if (!one_format || outs.size() > kMaxProducts) return Backend::matmul_group(x, outs);
+  run_products(x, outs);
+}
+
+void CpuBackend::run_products(const Tensor& x, std::span<const MatmulOut> outs) {
+  const quant::MatmulKernel& first = *kernels_[static_cast<size_t>(outs.front().w->type)];
   const int64_t k = x.cols(), n_tokens = x.rows();
   size_t act_stride = 0;
-  const void* act = prepare_act(*first, x, nullptr, 1, n_tokens, act_buf_, &act_stride);
+  const void* act = prepare_act(first, x, nullptr, 1, n_tokens, act_buf_, &act_stride);
+  // Task b of product i is row block b - start[i] of that product.
+  std::array<int64_t, kMaxProducts + 1> start{};
   for (size_t i = 0; i < outs.size(); ++i) {
-    const int64_t rows = outs[i].w->rows();
-    start[i + 1] = start[i] + (rows + row_block(rows) - 1) / row_block(rows);
+    const int64_t rows = outs[i].w->rows(), block = row_block(rows);
+    start[i + 1] = start[i] + (rows + block - 1) / block;
   }
   pool_.parallel_for(start[outs.size()], [&](int64_t task, int) {
     size_t i = 0;

@@ -57,6 +57,10 @@ class CpuBackend : public HostMemoryBackend {
   struct ExpertTask {
     int32_t e, r0, n;
   };
+  // The products of matmul and matmul_group, whose kernels all read one activation format: x is
+  // converted once and every product's row blocks share one parallel pass.
+  static constexpr size_t kMaxProducts = 8;
+  void run_products(const Tensor& x, std::span<const MatmulOut> outs);
   // Rows per task of a dense product: a multiple of 16, about two tasks per thread.
   int64_t row_block(int64_t n_rows) const {
     return std::max<int64_t>(16, (n_rows + 2 * threads_ - 1) / (2 * threads_) + 15) / 16 * 16;

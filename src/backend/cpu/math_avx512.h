@@ -3,7 +3,12 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace ferrum::cpu {
+
+// The first min(n, 16) lanes (n >= 0).
+inline __mmask16 lane_mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 
 // exp(x) = 2^n * exp(r) with n = round(x / ln 2) and |r| <= ln 2 / 2; Cephes' degree-6 polynomial
 // for exp(r) (about 1 ulp); inputs below -88 give 0 through the scaling.
