@@ -5,7 +5,8 @@
 #   bash bench/cuda/build_llamacpp.sh build   # here or on the GPU machine: -> .devllama/bin/llama-bench,
 #                                             #   llama-batched-bench and their ggml/llama libraries (sm_90a)
 # .devllama/ is ignored by git; name it in the device run's `carry` (the trimmed sources are ~5 MB;
-# the binaries, built there, can come back xz-compressed to be carried next time: ~5 min of 16 cores saved).
+# the binaries, built there or here, can come back xz-compressed to be carried next time: ~5 min of 16
+# cores saved; GGML_NATIVE=OFF keeps its CPU code portable between the two machines).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -32,7 +33,7 @@ case ${1:-} in
     mkdir -p "$SRC"
     [ -f "$SRC/llama.cpp/CMakeLists.txt" ] || tar xJf "$DIR/llama-src.tar.xz" -C "$SRC"
     cmake -S "$SRC/llama.cpp" -B "$SRC/b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-      -DCMAKE_CUDA_ARCHITECTURES=90a -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH='$ORIGIN' \
+      -DCMAKE_CUDA_ARCHITECTURES=90a -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH='$ORIGIN' \
       -DGGML_CUDA_NCCL=OFF \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF \
       -DLLAMA_OPENSSL=OFF >/dev/null

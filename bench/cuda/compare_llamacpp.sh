@@ -61,7 +61,7 @@ if [ -n "${TESTS:-}" ]; then
   stage ctest_cuda 240 "$OUT/ctest.log" ctest --test-dir "$BUILD" -L cuda -j 4 --output-on-failure --timeout 240
   grep -E "tests passed|tests failed|\(Failed\)" "$OUT/ctest.log" | tee -a "$SUMMARY"
   stage memcheck 90 "$OUT/memcheck.log" compute-sanitizer --tool memcheck --error-exitcode 99 --leak-check no \
-    "$BUILD/tests/backend/test_backend_cuda" --gtest_filter="*RmsNorm*:*Rope*:CudaBackendTest.*"
+    "$BUILD/tests/backend/test_backend_cuda" --gtest_filter="*RmsNorm*:*Rope*:*Attention*:*MatmulGroup*:CudaBackendTest.*"
   grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log" | tail -3 | tee -a "$SUMMARY"
   wait $QUANT
 fi

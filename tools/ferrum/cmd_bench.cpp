@@ -46,8 +46,8 @@ void add_bench(CLI::App& app, int& exit_code) {
   cmd->add_option(
          "--parallel", o->parallel,
          "Concurrent sequences, e.g. 1,8,32,64 (as llama-batched-bench -npl): each level prefills that "
-         "many prompts of -p tokens, then decodes -n steps of one token for every sequence; t/s counts "
-         "all sequences' tokens")
+         "many prompts of -p tokens, then decodes -n steps of one token for every sequence after its "
+         "prompt; t/s counts all sequences' tokens")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   cmd->add_flag("--json", o->json, "Print JSON instead of a table");
@@ -94,16 +94,20 @@ void add_bench(CLI::App& app, int& exit_code) {
           if (rep >= 0) pp_row.rates.push_back(double(o->pp * n_seqs) / seconds_since(t0));
         }
         if (o->tg > 0) {
-          r.reset();
+          // As llama-bench, plain tg decodes from an empty cache; as llama-batched-bench, --parallel
+          // decodes after the prompts.
+          const bool after_prompt = !o->parallel.empty() && o->pp > 0;
+          if (!after_prompt) r.reset();
+          const int64_t pos0 = after_prompt ? o->pp : 0;
           std::vector<Runtime::DecodeItem> items;
-          for (int64_t q = 0; q < n_seqs; ++q) items.push_back({q, prompts[size_t(q)][0], 0});
+          for (int64_t q = 0; q < n_seqs; ++q) items.push_back({q, prompts[size_t(q)][0], pos0});
           auto t0 = clock::now();
           for (int64_t i = 0; i < o->tg; ++i) {
             auto lv = r.decode_batch(items);
             if (!lv.ok()) return void(exit_code = fail(lv.status()));
             for (size_t q = 0; q < items.size(); ++q) {
               items[q].token = argmax(lv->row(int64_t(q)), c.vocab_size);
-              items[q].pos = i + 1;
+              items[q].pos = pos0 + i + 1;
             }
           }
           if (rep >= 0) tg_row.rates.push_back(double(o->tg * n_seqs) / seconds_since(t0));
