@@ -1,6 +1,7 @@
-// What the CUDA backend promises beyond the op contract: quantized weights through both matmul
-// paths (GEMV for small steps, f16 tiles + cuBLAS for large ones) against the scalar reference,
-// a token's GEMV result independent of the rest of its batch, quantized embedding rows, and
+// What the CUDA backend promises beyond the op contract: quantized weights through every matmul
+// path (GEMVs for small steps, tensor-core k-quant kernels for batched steps, f16 tiles + cuBLAS for
+// large ones) against the scalar reference,
+// a token's result independent of the rest of its step, quantized embedding rows, and
 // failures reported through check(). Skips without a device. (The MoE ops are in the op contract.)
 #include <gtest/gtest.h>
 
@@ -17,7 +18,9 @@
 namespace ferrum::testing {
 namespace {
 
-constexpr int64_t kGemvMaxTokens = 8;  // the backend's small-step bound (backend/cuda/kernels.h)
+// The backend's step-size bounds (backend/cuda/kernels.h).
+constexpr int64_t kGemvMaxTokens = 8;
+constexpr int64_t kKquantMaxTokens = 64;  // Q4_K, Q6_K, Q8_0
 
 const DType kQuantTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0,
                              DType::Q4_K, DType::Q5_K, DType::Q6_K};
@@ -73,7 +76,7 @@ TEST_F(CudaBackendTest, QuantizedMatmulBothPathsMatchReference) {
         std::vector<uint8_t> wq = stored(type, rows, k);
         const Tensor w = Tensor::matrix_view(type, wq.data(), rows, k);
         const Tensor dw = mirror->weight(w);
-        for (int64_t tokens : {1, 3, 8, 9, 33}) {
+        for (int64_t tokens : {1, 3, 8, 9, 33, 64, 65}) {
           // Activation scales far from 1 check the GEMVs' exact-code tricks (subnormal codes, scaled
           // activations) as well as the f16 hi + lo splits.
           const float sd = tokens == 1 ? 1e-3f : tokens == 3 ? 1e3f : 1.0f;
@@ -94,27 +97,40 @@ TEST_F(CudaBackendTest, QuantizedMatmulBothPathsMatchReference) {
   }
 }
 
+// A token's matmul result does not depend on the rest of its step: among steps of up to
+// kGemvMaxTokens tokens (all types), and among batched steps of kGemvMaxTokens + 1 .. kKquantMaxTokens
+// tokens (Q4_K, Q6_K, Q8_0; the two ranges use different kernels).
 TEST_F(CudaBackendTest, SmallStepMatmulIsBatchInvariant) {
-  const int64_t k = 512, rows = 70;
-  for (DType type : kAllTypes) {
-    std::vector<uint8_t> wq = stored(type, rows, k);
-    const Tensor dw = mirror->weight(Tensor::matrix_view(type, wq.data(), rows, k));
-    const std::vector<float> x = normal(kGemvMaxTokens * k);
-    const Tensor dx = mirror->f32(x, kGemvMaxTokens, k);
-    std::vector<std::vector<float>> alone;
-    for (int64_t t = 0; t < kGemvMaxTokens; ++t) {
-      const Tensor out = mirror->f32(std::vector<float>(static_cast<size_t>(rows)), 1, rows);
-      be->matmul(dx.row_slice(t, 1), dw, out);
-      alone.push_back(mirror->host(out));
-    }
-    for (int64_t n = 2; n <= kGemvMaxTokens; ++n) {
-      const Tensor out = mirror->f32(std::vector<float>(static_cast<size_t>(n * rows)), n, rows);
-      be->matmul(dx.row_slice(0, n), dw, out);
-      const std::vector<float> got = mirror->host(out);
-      for (int64_t t = 0; t < n; ++t)
-        EXPECT_EQ(std::vector<float>(got.begin() + t * rows, got.begin() + (t + 1) * rows),
-                  alone[static_cast<size_t>(t)])
-            << dtype_name(type) << ": token " << t << " of a batch of " << n;
+  for (int64_t k : {512, 2304}) {
+    const int64_t rows = 140;  // a full and a partial 128-row block of the batched kernels
+    for (DType type : kAllTypes) {
+      const bool kquant = type == DType::Q4_K || type == DType::Q6_K || type == DType::Q8_0;
+      const int64_t max_n = kquant ? kKquantMaxTokens : kGemvMaxTokens;
+      std::vector<uint8_t> wq = stored(type, rows, k);
+      const Tensor dw = mirror->weight(Tensor::matrix_view(type, wq.data(), rows, k));
+      const Tensor dx = mirror->f32(normal(max_n * k), max_n, k);
+      // Row t of the reference: token t alone (small steps), or in the step of all max_n tokens.
+      auto run = [&](int64_t t0, int64_t n) {
+        const Tensor out = mirror->f32(std::vector<float>(static_cast<size_t>(n * rows)), n, rows);
+        be->matmul(dx.row_slice(t0, n), dw, out);
+        return mirror->host(out);
+      };
+      std::vector<float> alone;
+      for (int64_t t = 0; t < kGemvMaxTokens; ++t) {
+        const std::vector<float> r = run(t, 1);
+        alone.insert(alone.end(), r.begin(), r.end());
+      }
+      const std::vector<float> all = kquant ? run(0, max_n) : std::vector<float>();
+      for (int64_t n : {2, 3, 5, 8, 9, 16, 17, 40, 63}) {
+        if (n > max_n) continue;
+        const int64_t t0 = n <= kGemvMaxTokens ? kGemvMaxTokens - n : max_n - n;
+        const std::vector<float>& want = n <= kGemvMaxTokens ? alone : all;
+        const std::vector<float> got = run(t0, n);
+        for (int64_t t = 0; t < n; ++t)
+          EXPECT_EQ(std::vector<float>(got.begin() + t * rows, got.begin() + (t + 1) * rows),
+                    std::vector<float>(want.begin() + (t0 + t) * rows, want.begin() + (t0 + t + 1) * rows))
+              << dtype_name(type) << " k=" << k << ": token " << t0 + t << " in a step of " << n;
+      }
     }
   }
 }

@@ -156,7 +156,7 @@ TEST_P(OpContract, EmbedGatherMatmulFloatTypes) {
 
 // A group of matmuls sharing their input gives each product exactly as its own matmul does, for any
 // mix of weight types (more products than the CUDA backend fuses, types it does not fuse) and for
-// steps on either side of the small-step bound.
+// steps on either side of the CUDA backend's small-step bounds (8 and 64 tokens).
 TEST_P(OpContract, MatmulGroupEqualsSeparateMatmuls) {
   const int64_t k = 2304;
   const std::pair<DType, int64_t> specs[] = {
@@ -177,7 +177,7 @@ TEST_P(OpContract, MatmulGroupEqualsSeparateMatmuls) {
   // backend converts x once and runs them in one pass).
   const std::vector<std::vector<size_t>> groups = {{0, 1, 2, 3, 4}, {0, 1, 2, 4}};
   for (const auto& members : groups) {
-    for (int64_t tokens : {1, 3, 8, 9}) {
+    for (int64_t tokens : {1, 3, 8, 9, 64, 65}) {
       Buf x(tokens, k, rng);
       const Tensor dx = dev(x);
       std::vector<MatmulOut> group;

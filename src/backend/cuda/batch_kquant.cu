@@ -1,453 +1,420 @@
-// GEMVs for Q4_K, Q6_K and Q8_0 rows, the bulk of a quantized model's decode-step reads. The plain
-// chunk kernel (matmul.cu) spends several instructions per weight decoding codes to floats (Q8_0's
-// int-to-float conversion runs at a quarter of the FMA rate), which caps it near 1 TB/s on Hopper;
-// these kernels spend far fewer and keep float32 accuracy:
+// Q4_K, Q6_K and Q8_0 matmuls of batched steps (kGemvMaxTokens + 1 .. kKquantMaxTokens tokens: decode
+// steps of many sequences) on tensor cores. The small-step GEMVs (gemv_kquant.cu) stage the
+// activations once per 16 rows, which for 64 tokens would read about 28 times the weight bytes from
+// L2; these kernels stage them once per 128 rows. Weights are decoded in registers into exact f16
+// tensor-core operands and multiplied (mma.sync m16n8k16, f32 accumulation) against activations split
+// into f16 hi + lo halves (about 22 bits), so results keep float32 accuracy:
 //
-// - Q4_K and Q8_0 run on tensor cores (mma.sync m16n8k16, f16 inputs, f32 accumulation) against
-//   activations split into f16 hi + lo halves (about 22 bits, as the cuBLAS path splits them). A
-//   4-bit Q4_K code q times its 6-bit sub-block scale sc is at most 945, so q * sc * 2^-24 is an exact
-//   f16 subnormal built with one byte permute and one half multiply, and the min term,
-//   dmin * sum_s m_s * sum(x over sub-block s), is one more MMA over the 8 sub-block sums. A Q8_0 code
-//   is exact in f16 and each block's tile is scaled by its d in fp32.
-// - Q6_K stays on CUDA cores: the 6-bit code is read as the float32 subnormal q * 2^-149 (exact, no
-//   conversion instruction) and multiplied by activations pre-scaled by 2^64, so every product and
-//   partial sum is a normal float; sum (q - 32) x = sum q x - 32 sum x. Activations above 2^64 in
-//   magnitude would overflow (no model produces them). A block of 128 threads serves several rows, so
-//   an activation load is shared by them.
+// - Q4_K: as in gemv_kquant.cu, q * sc * 2^-24 is an exact f16 subnormal and the min term is one more
+//   MMA over the 8 sub-block sums.
+// - Q6_K: a code minus 32 is exact in f16; each 16-column sub-block is one MMA k-step whose fresh
+//   tile is scaled by d * sc of its rows in fp32.
+// - Q8_0: a code is exact in f16; each 32-column block's tile is scaled by the rows' d in fp32.
 //
-// All need subnormals preserved (no -ftz / fast-math for this file). Each token's result is formed by
-// the same operations in the same order whatever the number of tokens, so the small-step matmul stays
-// batch invariant.
+// Tiling: a block owns 128 rows (kRowTiles 16-row tiles per warp) and one split of the row length: split s
+// of S = min(8, steps) takes 256-column steps s, s + S, ..., stages those columns of every token
+// into shared memory once for all its warps, and the S splits of a row block form a thread-block
+// cluster that adds its partial sums in split order through distributed shared memory. A token's
+// result is formed by the same operations in the same order whatever the number of tokens in the
+// step (tokens are independent columns of the MMAs), so batched steps are batch invariant among
+// themselves; their arithmetic differs from the small-step GEMVs'.
+//
+// All need subnormals preserved (no -ftz / fast-math for this file).
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 
 namespace ferrum::cuda {
 
 namespace {
 
-__device__ __forceinline__ uint32_t half2_bits(__half2 h) { return *reinterpret_cast<const uint32_t*>(&h); }
-__device__ __forceinline__ __half2 bits_half2(uint32_t u) { return *reinterpret_cast<const __half2*>(&u); }
+namespace cg = cooperative_groups;
 
-// d += A * B for one m16n8k16 tile (fragment layouts as in the PTX ISA: lane = 4 g + c holds A rows g
-// and g + 8 at k = 2c, 2c + 1, 2c + 8, 2c + 9, B column g at the same k, D rows g, g + 8 at columns 2c, 2c +
-// 1).
-__device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                        uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+constexpr int kBlockRows = 128;
+constexpr int kRowTiles = 1;  // 16-row tiles per warp
+constexpr int kWarps = kBlockRows / (16 * kRowTiles);
+constexpr int kMaxSplits = 8;  // the portable cluster size
+constexpr int kStepCols = 256;
+// Partial sums for the cluster reduction, [token][row] with a padded row stride.
+constexpr int kPartStride = kBlockRows + 4;
+
+template <int kTiles>
+constexpr size_t smem_bytes() {
+  const size_t staged = sizeof(__half) * 8 * kTiles * kTokenHalves;
+  const size_t partial = sizeof(float) * 8 * kTiles * kPartStride;
+  return staged > partial ? staged : partial;
 }
 
-// ---- Q4_K on tensor cores ----
+// The B fragment (hi and lo halves) of token tile tt for columns col .. col + 3 of the staged step
+// (col a multiple of 4); zeros for a lane group past the last token.
+struct BFrag {
+  uint2 hi, lo;
+};
+__device__ __forceinline__ BFrag b_frag(const __half* sm, int tt, int g, int nt, int col) {
+  const int t = 8 * tt + g;
+  if (t >= nt) return {make_uint2(0, 0), make_uint2(0, 0)};
+  const __half* p = sm + t * kTokenHalves + kGroupHalves * (col >> 6) + (col & 63);
+  return {*reinterpret_cast<const uint2*>(p), *reinterpret_cast<const uint2*>(p + kPartHalves)};
+}
+
+// Each Kind decodes the weights of a warp's kRowTiles 16-row tiles (W per tile) and accumulates
+// acc[token tile][row tile] for the staged step: every B fragment read from shared memory serves all of
+// the warp's row tiles.
 //
-// A block of 8 warps computes 16 rows; warp w takes super-blocks w, w + 8, ... and the warps' partial
-// sums are added in a fixed order at the end. In a super-block, lane (g, c) owns bytes 32c .. 32c + 31
-// of the quants of rows g and g + 8: their low nibbles are sub-block 2c, their high nibbles sub-block
-// 2c + 1. MMA j (0..15) takes from every lane the four columns of its bytes 4 (j % 8) .. + 3 (low
-// nibbles for j < 8, high after), so each lane's B fragment is the same four columns of its token g.
-constexpr int kQ4Warps = 8;
-// Per warp and token: 256 columns of x as f16 hi then lo halves, each 64-column group padded to 72
-// halves so the four lanes of a fragment read different banks, then the 8 sub-block sums (f16 hi, lo)
-// that Q4_K needs.
-constexpr int kGroupHalves = 72;
-constexpr int kPartHalves = 4 * kGroupHalves;
-constexpr int kSumsAt = 2 * kPartHalves;
-constexpr int kTokenHalves = kSumsAt + 16;
-
-template <int NT>
-constexpr size_t mma_smem_bytes() {
-  return sizeof(__half) * kQ4Warps * NT * kTokenHalves + sizeof(float) * kQ4Warps * 32 * 4;
-}
-
-// Stages columns [col0, col0 + 256) of each token for this warp: lane L splits columns 8L .. 8L + 7
-// into hi = round(x) and lo = round(x - hi); with kSums the four lanes of a 32-column sub-block add
-// their sums in a fixed butterfly.
-template <int NT, bool kSums>
-__device__ __forceinline__ void stage_x(CFMat x, int nt, int64_t col0, int lane, __half* sm) {
+// ---- Q4_K ----
+// Lane (g, c) owns quant bytes 32c .. 32c + 31 of rows g and g + 8: their low nibbles are sub-block
+// 2c, their high nibbles sub-block 2c + 1. MMA j (0..15) takes from every lane the four columns of its
+// bytes 4 (j % 8) .. + 3 (low nibbles for j < 8, high after), so the staged columns are read in the
+// same permuted order.
+struct Q4K {
+  static constexpr bool kSums = true;
+  using W = Q4KStep;
+  template <int kTiles>
+  __device__ __forceinline__ static void accumulate(const W (&o)[kRowTiles], const __half* sm, int nt,
+                                                    int lane, float (&acc)[kTiles][kRowTiles][4]) {
+    const int g = lane >> 2, c = lane & 3;
+    int sc[kRowTiles][2][2], m[kRowTiles][2][2];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    if (t >= nt) break;
-    const float* xr = x.p + t * x.ld + col0 + 8 * lane;
-    const float4 u = __ldg(reinterpret_cast<const float4*>(xr));
-    const float4 v = __ldg(reinterpret_cast<const float4*>(xr + 4));
-    const float f[8] = {u.x, u.y, u.z, u.w, v.x, v.y, v.z, v.w};
-    uint32_t hi[4], lo[4];
+    for (int rt = 0; rt < kRowTiles; ++rt)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const __half2 h = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
-      const float2 back = __half22float2(h);
-      hi[i] = half2_bits(h);
-      lo[i] = half2_bits(__floats2half2_rn(f[2 * i] - back.x, f[2 * i + 1] - back.y));
+      for (int i = 0; i < 2; ++i) {
+        const uint64_t lo = o[rt].head[i].y | (uint64_t{o[rt].head[i].z} << 32);
+        scale_min_k4_words(2 * c, lo, o[rt].head[i].w, &sc[rt][i][0], &m[rt][i][0]);
+        scale_min_k4_words(2 * c + 1, lo, o[rt].head[i].w, &sc[rt][i][1], &m[rt][i][1]);
+      }
+    float aq[kTiles][kRowTiles][4] = {};
+#pragma unroll
+    for (int nib = 0; nib < 2; ++nib) {  // low nibbles (sub-block 2c), then high (2c + 1)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        uint32_t a[kRowTiles][4];
+#pragma unroll
+        for (int rt = 0; rt < kRowTiles; ++rt) {
+          const __half2 sa = __half2half2(__int2half_rn(sc[rt][0][nib])),
+                        sb = __half2half2(__int2half_rn(sc[rt][1][nib]));
+          const uint32_t wa = (&o[rt].q[0][j >> 2].x)[j & 3], wb = (&o[rt].q[1][j >> 2].x)[j & 3];
+          const uint32_t na = (wa >> (4 * nib)) & 0x0F0F0F0Fu, nb = (wb >> (4 * nib)) & 0x0F0F0F0Fu;
+          a[rt][0] = q4_pair(na, 0x4140, sa), a[rt][2] = q4_pair(na, 0x4342, sa);
+          a[rt][1] = q4_pair(nb, 0x4140, sb), a[rt][3] = q4_pair(nb, 0x4342, sb);
+        }
+        // Lane c's bytes 4 (j % 8) .. + 3 are columns 64c + 32 nib + 4 (j % 8) .. + 3 of the step;
+        // the staged group of 64 columns is c, so the in-group column is 32 nib + 4 j.
+#pragma unroll
+        for (int tt = 0; tt < kTiles; ++tt) {
+          const BFrag b = b_frag(sm, tt, g, nt, 64 * c + 32 * nib + 4 * j);
+#pragma unroll
+          for (int rt = 0; rt < kRowTiles; ++rt) {
+            mma_f16(aq[tt][rt], a[rt][0], a[rt][1], a[rt][2], a[rt][3], b.hi.x, b.hi.y);
+            mma_f16(aq[tt][rt], a[rt][0], a[rt][1], a[rt][2], a[rt][3], b.lo.x, b.lo.y);
+          }
+        }
+      }
     }
-    __half* tok = sm + t * kTokenHalves;
-    const int at = kGroupHalves * (lane >> 3) + 8 * (lane & 7);
-    *reinterpret_cast<uint4*>(tok + at) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-    *reinterpret_cast<uint4*>(tok + kPartHalves + at) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
-    if (!kSums) continue;
-    float s = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
-    s += __shfl_xor_sync(0xffffffffu, s, 1);
-    s += __shfl_xor_sync(0xffffffffu, s, 2);
-    if ((lane & 3) == 0) {
-      const __half sh = __float2half_rn(s);
-      tok[kSumsAt + (lane >> 2)] = sh;
-      tok[kSumsAt + 8 + (lane >> 2)] = __float2half_rn(s - __half2float(sh));
+    // Min term: k slots (2c, 2c + 1) and (2c + 8, 2c + 9) pair the mins of sub-blocks 2c, 2c + 1 with
+    // the hi and the lo halves of their activation sums.
+    uint32_t ma[kRowTiles], mb[kRowTiles];
+    float d[kRowTiles][2], dmin[kRowTiles][2];
+#pragma unroll
+    for (int rt = 0; rt < kRowTiles; ++rt) {
+      ma[rt] = half2_bits(__halves2half2(__int2half_rn(m[rt][0][0]), __int2half_rn(m[rt][0][1])));
+      mb[rt] = half2_bits(__halves2half2(__int2half_rn(m[rt][1][0]), __int2half_rn(m[rt][1][1])));
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        d[rt][i] = __fmul_rn(half_bits_to_float(static_cast<uint16_t>(o[rt].head[i].x & 0xFFFF)), 0x1p24f);
+        dmin[rt][i] = half_bits_to_float(static_cast<uint16_t>(o[rt].head[i].x >> 16));
+      }
+    }
+#pragma unroll
+    for (int tt = 0; tt < kTiles; ++tt) {
+      const int t = 8 * tt + g;
+      const __half* sums = sm + t * kTokenHalves + kSumsAt;
+      const uint32_t s_hi = t < nt ? *reinterpret_cast<const uint32_t*>(sums + 2 * c) : 0u;
+      const uint32_t s_lo = t < nt ? *reinterpret_cast<const uint32_t*>(sums + 8 + 2 * c) : 0u;
+#pragma unroll
+      for (int rt = 0; rt < kRowTiles; ++rt) {
+        float am[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mma_f16(am, ma[rt], mb[rt], ma[rt], mb[rt], s_hi, s_lo);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          acc[tt][rt][i] =
+              __fmaf_rn(-dmin[rt][i >> 1], am[i], __fmaf_rn(d[rt][i >> 1], aq[tt][rt][i], acc[tt][rt][i]));
+      }
     }
   }
-}
+};
 
-// The end of every tensor-core GEMV: adds the 8 warps' tiles in a fixed order and stores rows
-// row0 + g and row0 + g + 8 for tokens 2c and 2c + 1.
-__device__ __forceinline__ void reduce_store(float* red, const float (&acc)[4], int64_t row0, const WMat& w,
-                                             int nt, FMat y) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+// ---- Q6_K ----
+// Sub-block s (16 columns: half h = s / 8, quarter j = (s % 8) / 2, parity p = s % 2) is MMA k-step s;
+// lane (g, c) owns its columns 4c .. 4c + 3, whose low 4 bits are bytes 64h + 32 (j % 2) + 16p + 4c .. + 3
+// of ql (nibble j / 2) and whose high 2 bits are bits 2j of bytes 32h + 16p + 4c .. + 3 of qh. Blocks
+// (210 bytes) are only 2-byte aligned, so loads are 16-bit.
+struct Q6K {
+  static constexpr bool kSums = false;
+  struct W {
+    uint32_t ql[2][8];  // [row][4h + 2 (j % 2) + p]
+    uint32_t qh[2][4];  // [row][2h + p]
+    uint32_t sc[2][4];  // the 16 int8 scales
+    float d[2];
+    __device__ __forceinline__ void load(const WMat& w, const int64_t (&rows)[2], int64_t st, int c) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) red[(warp * 32 + lane) * 4 + i] = acc[i];
-  __syncthreads();
-  if (warp != 0) return;
+      for (int i = 0; i < 2; ++i) {
+        const uint8_t* b = w.p + rows[i] * w.row_bytes + st * sizeof(BlockQ6_K);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float v = red[lane * 4 + i];
+        for (int k = 0; k < 8; ++k)
+          ql[i][k] = ld32_a2(b + 64 * (k >> 2) + 32 * ((k >> 1) & 1) + 16 * (k & 1) + 4 * c);
 #pragma unroll
-    for (int k = 1; k < kQ4Warps; ++k) v += red[(k * 32 + lane) * 4 + i];
-    const int t = 2 * c + (i & 1);
-    const int64_t r = row0 + g + 8 * (i >> 1);
-    if (t < nt && r < w.rows) y.p[t * y.ld + r] = v;
+        for (int k = 0; k < 4; ++k) qh[i][k] = ld32_a2(b + 128 + 32 * (k >> 1) + 16 * (k & 1) + 4 * c);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) sc[i][k] = ld32_a2(b + 192 + 4 * k);
+        d[i] = half_bits_to_float(ld16(b + 208));
+      }
+    }
+  };
+  template <int kTiles>
+  __device__ __forceinline__ static void accumulate(const W (&o)[kRowTiles], const __half* sm, int nt,
+                                                    int lane, float (&acc)[kTiles][kRowTiles][4]) {
+    const int g = lane >> 2, c = lane & 3;
+    constexpr uint32_t kBias = 0x64206420u;  // 1056 = 1024 + 32 in both halves
+#pragma unroll
+    for (int s = 0; s < 16; ++s) {
+      const int h = s >> 3, j = (s & 7) >> 1, p = s & 1;
+      uint32_t a[kRowTiles][2][2];
+      float ds[kRowTiles][2];
+#pragma unroll
+      for (int rt = 0; rt < kRowTiles; ++rt)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const uint32_t code = ((o[rt].ql[i][4 * h + 2 * (j & 1) + p] >> (4 * (j >> 1))) & 0x0F0F0F0Fu) |
+                                (((o[rt].qh[i][2 * h + p] >> (2 * j)) & 0x03030303u) << 4);
+          a[rt][i][0] = biased_pair(code, 0x4140, kBias);
+          a[rt][i][1] = biased_pair(code, 0x4342, kBias);
+          ds[rt][i] = __fmul_rn(
+              o[rt].d[i], static_cast<float>(static_cast<int8_t>(o[rt].sc[i][s >> 2] >> (8 * (s & 3)))));
+        }
+#pragma unroll
+      for (int tt = 0; tt < kTiles; ++tt) {
+        const BFrag b = b_frag(sm, tt, g, nt, 16 * s + 4 * c);
+#pragma unroll
+        for (int rt = 0; rt < kRowTiles; ++rt) {
+          float tile[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          mma_f16(tile, a[rt][0][0], a[rt][1][0], a[rt][0][1], a[rt][1][1], b.hi.x, b.hi.y);
+          mma_f16(tile, a[rt][0][0], a[rt][1][0], a[rt][0][1], a[rt][1][1], b.lo.x, b.lo.y);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[tt][rt][i] = __fmaf_rn(ds[rt][i >> 1], tile[i], acc[tt][rt][i]);
+        }
+      }
+    }
   }
-}
+};
 
-// Two weights (bytes e0, e1 of `nibbles`, selected by `sel`) times the sub-block scale, as f16 subnormals.
-__device__ __forceinline__ uint32_t q4_pair(uint32_t nibbles, uint32_t sel, __half2 sc) {
-  return half2_bits(__hmul2(bits_half2(__byte_perm(nibbles, 0, sel)), sc));
-}
+// ---- Q8_0 ----
+// A step is 8 blocks: in block b, lane (g, c) owns quant bytes 4c .. 4c + 3 (k-step 2b) and
+// 16 + 4c .. 16 + 4c + 3 (k-step 2b + 1) of rows g and g + 8; each block's two k-steps (hi and lo
+// activations) accumulate into a fresh tile scaled by the rows' d.
+struct Q8_0 {
+  static constexpr bool kSums = false;
+  using W = Q8_0Step;
+  template <int kTiles>
+  __device__ __forceinline__ static void accumulate(const W (&o)[kRowTiles], const __half* sm, int nt,
+                                                    int lane, float (&acc)[kTiles][kRowTiles][4]) {
+    const int g = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int b = 0; b < 8; ++b) {
+      float tile[kTiles][kRowTiles][4] = {};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint32_t a[kRowTiles][4];
+#pragma unroll
+        for (int rt = 0; rt < kRowTiles; ++rt) {
+          a[rt][0] = biased_pair(o[rt].q[0][b][h], 0x4140, kQ8_0Bias);
+          a[rt][2] = biased_pair(o[rt].q[0][b][h], 0x4342, kQ8_0Bias);
+          a[rt][1] = biased_pair(o[rt].q[1][b][h], 0x4140, kQ8_0Bias);
+          a[rt][3] = biased_pair(o[rt].q[1][b][h], 0x4342, kQ8_0Bias);
+        }
+#pragma unroll
+        for (int tt = 0; tt < kTiles; ++tt) {
+          const BFrag x = b_frag(sm, tt, g, nt, 32 * b + 16 * h + 4 * c);
+#pragma unroll
+          for (int rt = 0; rt < kRowTiles; ++rt) {
+            mma_f16(tile[tt][rt], a[rt][0], a[rt][1], a[rt][2], a[rt][3], x.hi.x, x.hi.y);
+            mma_f16(tile[tt][rt], a[rt][0], a[rt][1], a[rt][2], a[rt][3], x.lo.x, x.lo.y);
+          }
+        }
+      }
+#pragma unroll
+      for (int tt = 0; tt < kTiles; ++tt)
+#pragma unroll
+        for (int rt = 0; rt < kRowTiles; ++rt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            acc[tt][rt][i] = __fmaf_rn(o[rt].d[i >> 1][b], tile[tt][rt][i], acc[tt][rt][i]);
+    }
+  }
+};
 
-// Up to kMaxGemvGroup Q4_K matrices of one launch: matrix i's 16-row tiles are blocks end[i - 1] ..
-// end[i] - 1.
-struct Q4Group {
+// Up to kMaxGemvGroup matrices of one type and row length in one launch: matrix i's row blocks are
+// blockIdx.x in [end[i - 1], end[i]).
+struct Group {
   WMat w[kMaxGemvGroup];
   FMat y[kMaxGemvGroup];
   unsigned end[kMaxGemvGroup];
   int n;
 };
 
-template <int NT>
-__global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Q4Group group, CFMat x) {
+template <class Kind, int kTiles>
+__global__ void __launch_bounds__(kWarps * 32) kquant_kernel(Group group, CFMat x) {
   extern __shared__ __align__(16) unsigned char smem[];
   __half* staged = reinterpret_cast<__half*>(smem);
-  float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kQ4Warps * NT * kTokenHalves);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   int mi = 0;
   while (mi + 1 < group.n && blockIdx.x >= group.end[mi]) ++mi;
   const WMat w = group.w[mi];
   const FMat y = group.y[mi];
-  const int64_t row0 = int64_t(blockIdx.x - (mi > 0 ? group.end[mi - 1] : 0u)) * 16;
-  const int64_t rows[2] = {min(row0 + g, w.rows - 1), min(row0 + g + 8, w.rows - 1)};
-  const int64_t n_blocks = w.cols / 256;
+  const int64_t block_row0 = int64_t(blockIdx.x - (mi > 0 ? group.end[mi - 1] : 0u)) * kBlockRows;
+  int64_t rows[kRowTiles][2];
+#pragma unroll
+  for (int rt = 0; rt < kRowTiles; ++rt) {
+    const int64_t row0 = block_row0 + 16 * (kRowTiles * warp + rt);
+    rows[rt][0] = min(row0 + g, w.rows - 1);
+    rows[rt][1] = min(row0 + g + 8, w.rows - 1);
+  }
+  const int64_t n_steps = w.cols / kStepCols;
+  const int split = static_cast<int>(blockIdx.y), splits = static_cast<int>(gridDim.y);
   const int nt = static_cast<int>(x.rows);
-  __half* sm = staged + warp * NT * kTokenHalves;
-  const __half* tok = sm + g * kTokenHalves;
-  const bool live = g < nt;  // lane group g carries token g
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t sb = warp; sb < n_blocks; sb += kQ4Warps) {
-    uint4 head[2], q[2][2];
+  float acc[kTiles][kRowTiles][4] = {};
+  for (int64_t st = split; st < n_steps; st += splits) {
+    typename Kind::W wt[kRowTiles];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const uint8_t* b = w.p + rows[i] * w.row_bytes + sb * sizeof(BlockQ4_K);
-      head[i] = __ldg(reinterpret_cast<const uint4*>(b));
-      q[i][0] = __ldg(reinterpret_cast<const uint4*>(b + 16 + 32 * c));
-      q[i][1] = __ldg(reinterpret_cast<const uint4*>(b + 32 + 32 * c));
-    }
-    __syncwarp();  // the previous super-block's fragment reads are done
-    stage_x<NT, true>(x, nt, 256 * sb, lane, sm);
-    __syncwarp();
-    int sc[2][2], m[2][2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const uint64_t lo = head[i].y | (uint64_t{head[i].z} << 32);
-      scale_min_k4_words(2 * c, lo, head[i].w, &sc[i][0], &m[i][0]);
-      scale_min_k4_words(2 * c + 1, lo, head[i].w, &sc[i][1], &m[i][1]);
-    }
-    float acc_q[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-    for (int nib = 0; nib < 2; ++nib) {  // low nibbles (sub-block 2c), then high (2c + 1)
-      uint4 xh[4], xl[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const __half* p = tok + kGroupHalves * c + 32 * nib + 8 * i;
-        xh[i] = live ? *reinterpret_cast<const uint4*>(p) : make_uint4(0, 0, 0, 0);
-        xl[i] = live ? *reinterpret_cast<const uint4*>(p + kPartHalves) : make_uint4(0, 0, 0, 0);
-      }
-      const __half2 sa = __half2half2(__int2half_rn(sc[0][nib])),
-                    sb8 = __half2half2(__int2half_rn(sc[1][nib]));
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const uint32_t wa = (&q[0][j >> 2].x)[j & 3], wb = (&q[1][j >> 2].x)[j & 3];
-        const uint32_t na = (wa >> (4 * nib)) & 0x0F0F0F0Fu, nb = (wb >> (4 * nib)) & 0x0F0F0F0Fu;
-        // byte perms 0x4140 / 0x4342: bytes (0, 1) / (2, 3) of the word into the low bytes of two halves
-        const uint32_t a0 = q4_pair(na, 0x4140, sa), a2 = q4_pair(na, 0x4342, sa);
-        const uint32_t a1 = q4_pair(nb, 0x4140, sb8), a3 = q4_pair(nb, 0x4342, sb8);
-        const uint32_t* h = &xh[j >> 1].x;
-        const uint32_t* l = &xl[j >> 1].x;
-        const int o = 2 * (j & 1);
-        mma_f16(acc_q, a0, a1, a2, a3, h[o], h[o + 1]);
-        mma_f16(acc_q, a0, a1, a2, a3, l[o], l[o + 1]);
-      }
-    }
-    // Min term: k slots (2c, 2c + 1) and (2c + 8, 2c + 9) pair the mins of sub-blocks 2c, 2c + 1 with
-    // the hi and the lo halves of their activation sums.
-    float acc_m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const uint32_t ma = half2_bits(__halves2half2(__int2half_rn(m[0][0]), __int2half_rn(m[0][1])));
-    const uint32_t mb = half2_bits(__halves2half2(__int2half_rn(m[1][0]), __int2half_rn(m[1][1])));
-    const uint32_t s_hi = live ? *reinterpret_cast<const uint32_t*>(tok + kSumsAt + 2 * c) : 0u;
-    const uint32_t s_lo = live ? *reinterpret_cast<const uint32_t*>(tok + kSumsAt + 8 + 2 * c) : 0u;
-    mma_f16(acc_m, ma, mb, ma, mb, s_hi, s_lo);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t h0 = head[i >> 1].x;
-      const float d = __fmul_rn(half_bits_to_float(static_cast<uint16_t>(h0 & 0xFFFF)), 0x1p24f);
-      const float dmin = half_bits_to_float(static_cast<uint16_t>(h0 >> 16));
-      acc[i] = __fmaf_rn(-dmin, acc_m[i], __fmaf_rn(d, acc_q[i], acc[i]));
-    }
+    for (int rt = 0; rt < kRowTiles; ++rt) wt[rt].load(w, rows[rt], st, c);
+    __syncthreads();  // the previous step's fragment reads are done
+    for (int t = warp; t < nt; t += kWarps)
+      stage_token<Kind::kSums>(x.p + t * x.ld + kStepCols * st, lane, staged + t * kTokenHalves);
+    __syncthreads();
+    Kind::template accumulate<kTiles>(wt, staged, nt, lane, acc);
   }
-  reduce_store(red, acc, row0, w, nt, y);
-}
-
-// ---- Q8_0 on tensor cores ----
-//
-// The Q4_K tiling with 256-column steps of 8 blocks: in block b, lane (g, c) owns quant bytes 4c .. 4c + 3
-// (MMA 2b) and 16 + 4c .. 16 + 4c + 3 (MMA 2b + 1) of rows g and g + 8. A code q is exact in f16:
-// q + 128 (the byte XOR 0x80) under the exponent byte 0x64 is 1024 + q + 128, and one half subtraction
-// leaves q. Each block's four MMAs (two k halves, hi and lo activations) accumulate into a fresh tile
-// that is scaled by the rows' block scales. Rows must be 16-byte aligned, so a step (8 x 34 bytes) is,
-// and odd blocks' quants are 4-byte aligned (even ones 2-byte).
-__device__ __forceinline__ uint32_t q8_pair(uint32_t biased, uint32_t sel) {
-  return half2_bits(__hsub2(bits_half2(__byte_perm(biased, 0x6464, sel)), bits_half2(0x64806480u)));
-}
-
-template <int NT>
-__global__ void __launch_bounds__(kQ4Warps * 32) q8_0_mma_kernel(WMat w, CFMat x, FMat y) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  __half* staged = reinterpret_cast<__half*>(smem);
-  float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kQ4Warps * NT * kTokenHalves);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
-  const int64_t row0 = int64_t(blockIdx.x) * 16;
-  const int64_t rows[2] = {min(row0 + g, w.rows - 1), min(row0 + g + 8, w.rows - 1)};
-  const int64_t n_steps = w.cols / 256;
-  const int nt = static_cast<int>(x.rows);
-  __half* sm = staged + warp * NT * kTokenHalves;
-  const __half* tok = sm + g * kTokenHalves;
-  const bool live = g < nt;
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t st = warp; st < n_steps; st += kQ4Warps) {
-    uint32_t q[2][8][2];
-    float d[2][8];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const uint8_t* step = w.p + rows[i] * w.row_bytes + st * 8 * sizeof(BlockQ8_0);
-#pragma unroll
-      for (int b = 0; b < 8; ++b) {
-        const uint8_t* blk = step + b * sizeof(BlockQ8_0);
-        d[i][b] = half_bits_to_float(ld16(blk));
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint8_t* p = blk + 2 + 16 * h + 4 * c;
-          q[i][b][h] = (b & 1 ? ld32(p) : ld32_a2(p)) ^ 0x80808080u;
-        }
-      }
-    }
-    __syncwarp();  // the previous step's fragment reads are done
-    stage_x<NT, false>(x, nt, 256 * st, lane, sm);
-    __syncwarp();
-#pragma unroll
-    for (int b = 0; b < 8; ++b) {
-      float tile[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int col = 32 * b + 16 * h + 4 * c;
-        const __half* p = tok + kGroupHalves * (col >> 6) + (col & 63);
-        const uint2 xh = live ? *reinterpret_cast<const uint2*>(p) : make_uint2(0, 0);
-        const uint2 xl = live ? *reinterpret_cast<const uint2*>(p + kPartHalves) : make_uint2(0, 0);
-        const uint32_t a0 = q8_pair(q[0][b][h], 0x4140), a2 = q8_pair(q[0][b][h], 0x4342);
-        const uint32_t a1 = q8_pair(q[1][b][h], 0x4140), a3 = q8_pair(q[1][b][h], 0x4342);
-        mma_f16(tile, a0, a1, a2, a3, xh.x, xh.y);
-        mma_f16(tile, a0, a1, a2, a3, xl.x, xl.y);
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[i] = __fmaf_rn(d[i >> 1][b], tile[i], acc[i]);
-    }
-  }
-  reduce_store(red, acc, row0, w, nt, y);
-}
-
-// ---- Q6_K on CUDA cores ----
-//
-// A block of 128 threads computes q6_rows(NT) rows (fewer for more tokens, to bound registers): thread part p
-// = tid % 8 of super-block slot tid / 8 decodes 32 weights of each row (half h = p / 4, l0 = 8 (p % 4): for l
-// = l0 .. l0 + 7 the bytes ql[64h + l], ql[64h + 32 + l] and qh[32h + l] hold columns 128h + l + 32j, j =
-// 0..3, of sub-blocks 8h + l0 / 16 + 2j). Blocks (210 bytes) are only 2-byte aligned, so loads are 16-bit.
-__host__ __device__ constexpr int q6_rows(int nt) { return nt == 1 ? 4 : 2; }
-constexpr float kXScale = 0x1p64f;        // activations are multiplied by this ...
-constexpr float kProductScale = 0x1p85f;  // ... so sums of q * 2^-149 * x * 2^64 are scaled back by 2^85
-
-__device__ __forceinline__ float subnormal_byte(uint32_t word, int e) {
-  return __int_as_float(static_cast<int>(__byte_perm(word, 0, 0x4440 | e)));
-}
-
-struct Q6Row {
-  uint32_t q[4][2];  // 6-bit codes of runs j (0..3), bytes of two words each
-  float d[4];        // d * sub-block scale of run j
-};
-
-__device__ __forceinline__ void q6_load(const uint8_t* b, int part, Q6Row& r) {
-  const int h = part >> 2, l0 = 8 * (part & 3);
-  const float d = half_bits_to_float(ld16(b + 208));
-  const int is = 8 * h + l0 / 16;
-#pragma unroll
-  for (int j = 0; j < 4; ++j)
-    r.d[j] = __fmul_rn(d, static_cast<float>(static_cast<int8_t>(b[192 + is + 2 * j])));
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const uint32_t qa = ld32_a2(b + 64 * h + l0 + 4 * i), qb = ld32_a2(b + 64 * h + 32 + l0 + 4 * i);
-    const uint32_t qh = ld32_a2(b + 128 + 32 * h + l0 + 4 * i);
-    r.q[0][i] = (qa & 0x0F0F0F0Fu) | ((qh << 4) & 0x30303030u);
-    r.q[1][i] = (qb & 0x0F0F0F0Fu) | ((qh << 2) & 0x30303030u);
-    r.q[2][i] = ((qa >> 4) & 0x0F0F0F0Fu) | (qh & 0x30303030u);
-    r.q[3][i] = ((qb >> 4) & 0x0F0F0F0Fu) | ((qh >> 2) & 0x30303030u);
-  }
-}
-
-// xs: the thread's 32 activations (run j, word i, byte e) times kXScale; sum[j]: run j's plain sum.
-__device__ __forceinline__ float q6_dot(const Q6Row& r, const float (&xs)[4][2][4], const float (&sum)[4]) {
-  float v = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    float a = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) a = __fmaf_rn(subnormal_byte(r.q[j][i], e), xs[j][i][e], a);
-    v = __fmaf_rn(r.d[j], __fmaf_rn(-32.0f, sum[j], __fmul_rn(a, kProductScale)), v);
-  }
-  return v;
-}
-
-template <int NT>
-__global__ void __launch_bounds__(128, 4) q6k_rows_kernel(WMat w, CFMat x, FMat y) {
-  constexpr int kQ6Rows = q6_rows(NT);
-  __shared__ float red[4][kQ6Rows * NT];
-  const int tid = threadIdx.x, part = tid & 7, lane = tid & 31, warp = tid >> 5;
-  const int64_t row0 = int64_t(blockIdx.x) * kQ6Rows;
-  const int64_t n_blocks = w.cols / 256;
-  const int nt = static_cast<int>(x.rows);
-  const int base = 128 * (part >> 2) + 8 * (part & 3);
-  float acc[kQ6Rows][NT];
-#pragma unroll
-  for (int r = 0; r < kQ6Rows; ++r)
-#pragma unroll
-    for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
-  for (int64_t blk = tid >> 3; blk < n_blocks; blk += 16) {
-    Q6Row rw[kQ6Rows];
-#pragma unroll
-    for (int r = 0; r < kQ6Rows; ++r) {
-      const int64_t row = min(row0 + r, w.rows - 1);
-      q6_load(w.p + row * w.row_bytes + blk * sizeof(BlockQ6_K), part, rw[r]);
-    }
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      if (t >= nt) break;
-      const float* xr = x.p + t * x.ld + 256 * blk + base;
-      float xs[4][2][4], sum[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        sum[j] = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const float4 a = __ldg(reinterpret_cast<const float4*>(xr + 32 * j + 4 * i));
-          sum[j] += (a.x + a.y) + (a.z + a.w);
-          xs[j][i][0] = a.x * kXScale, xs[j][i][1] = a.y * kXScale;
-          xs[j][i][2] = a.z * kXScale, xs[j][i][3] = a.w * kXScale;
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < kQ6Rows; ++r) acc[r][t] += q6_dot(rw[r], xs, sum);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kQ6Rows; ++r)
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const float v = warp_sum(acc[r][t]);
-      if (lane == 0) red[warp][r * NT + t] = v;
-    }
+  // Cluster reduction: every split leaves its [token][row] partials in its shared memory; split r
+  // adds tokens r, r + splits, ... over the splits in order and stores them.
   __syncthreads();
-  if (tid < kQ6Rows * NT) {
-    const int r = tid / NT, t = tid % NT;
-    if (t < nt && row0 + r < w.rows)
-      y.p[t * y.ld + row0 + r] = (red[0][tid] + red[1][tid]) + (red[2][tid] + red[3][tid]);
+  float* part = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int tt = 0; tt < kTiles; ++tt)
+#pragma unroll
+    for (int rt = 0; rt < kRowTiles; ++rt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        part[(8 * tt + 2 * c + (i & 1)) * kPartStride + 16 * (kRowTiles * warp + rt) + g + 8 * (i >> 1)] =
+            acc[tt][rt][i];
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  for (int idx = threadIdx.x;; idx += kWarps * 32) {
+    const int t = split + splits * (idx / kBlockRows), r = idx % kBlockRows;
+    if (t >= nt) break;
+    const int at = t * kPartStride + r;
+    float v = cluster.map_shared_rank(part, 0)[at];
+    for (int s = 1; s < splits; ++s) v += cluster.map_shared_rank(part, s)[at];
+    if (block_row0 + r < w.rows) y.p[t * y.ld + block_row0 + r] = v;
   }
+  cluster.sync();  // peers' shared memory stays until every split has read it
 }
 
-template <int NT>
-cudaError_t allow_mma_smem() {
-  const auto allow = [](auto kernel, size_t bytes) {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+template <class Kind, int kTiles>
+cudaError_t launch(cudaStream_t s, const Group& group, unsigned row_blocks, int splits, CFMat x) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(row_blocks, static_cast<unsigned>(splits), 1);
+  cfg.blockDim = dim3(kWarps * 32, 1, 1);
+  cfg.dynamicSmemBytes = smem_bytes<kTiles>();
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1;
+  attr[0].val.clusterDim.y = static_cast<unsigned>(splits);
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kquant_kernel<Kind, kTiles>, group, x);
+}
+
+// Calls f(Kind) for the three types.
+template <class F>
+void dispatch_kind(DType t, F&& f) {
+  if (t == DType::Q4_K)
+    f(Q4K{});
+  else if (t == DType::Q6_K)
+    f(Q6K{});
+  else
+    f(Q8_0{});
+}
+
+// Calls f(std::integral_constant<int, kTiles>) with the number of 8-token tiles (2, 4 or 8) that covers
+// n (9 .. 64).
+template <class F>
+void by_tiles(int64_t n, F&& f) {
+  if (n <= 16)
+    f(std::integral_constant<int, 2>{});
+  else if (n <= 32)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, 8>{});
+}
+
+template <class Kind>
+cudaError_t allow_smem() {
+  cudaError_t e = cudaSuccess;
+  const auto allow = [&](auto kernel, size_t bytes) {
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   };
-  const cudaError_t e = allow(q4k_mma_kernel<NT>, mma_smem_bytes<NT>());
-  return e != cudaSuccess ? e : allow(q8_0_mma_kernel<NT>, mma_smem_bytes<NT>());
+  allow(kquant_kernel<Kind, 2>, smem_bytes<2>());
+  allow(kquant_kernel<Kind, 4>, smem_bytes<4>());
+  allow(kquant_kernel<Kind, 8>, smem_bytes<8>());
+  return e;
 }
 
 }  // namespace
 
-bool kquant_gemv_applies(const WMat& w, CFMat x) {
+bool kquant_batch_applies(const WMat& w, CFMat x) {
   // All read 256-column steps and 16-byte activation runs; Q4_K and Q8_0 also 16-byte weight rows.
-  if (w.cols % 256 != 0 || x.ld % 4 != 0 || !aligned16(x.p) || x.rows > kGemvMaxTokens) return false;
+  if (w.cols % kStepCols != 0 || x.ld % 4 != 0 || !aligned16(x.p) || x.rows <= kGemvMaxTokens ||
+      x.rows > kKquantMaxTokens)
+    return false;
   if (w.type == DType::Q4_K || w.type == DType::Q8_0) return aligned16(w.p) && w.row_bytes % 16 == 0;
   return w.type == DType::Q6_K;
 }
 
-cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
-  return kquant_gemv_group(s, x, &w, &y, 1);
-}
-
-cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n) {
+// One launch per weight type present in the group.
+cudaError_t kquant_batch_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n) {
   if (x.rows == 0) return cudaSuccess;
-  Q4Group q4{};
-  unsigned tiles = 0;
-  for (int i = 0; i < n; ++i) {
-    if (w[i].rows == 0) continue;
-    if (w[i].type == DType::Q4_K) {
-      tiles += static_cast<unsigned>((w[i].rows + 15) / 16);
-      q4.w[q4.n] = w[i];
-      q4.y[q4.n] = y[i];
-      q4.end[q4.n++] = tiles;
-      continue;
+  for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
+    Group group{};
+    unsigned blocks = 0;
+    for (int i = 0; i < n; ++i) {
+      if (w[i].type != type || w[i].rows == 0) continue;
+      blocks += static_cast<unsigned>((w[i].rows + kBlockRows - 1) / kBlockRows);
+      group.w[group.n] = w[i];
+      group.y[group.n] = y[i];
+      group.end[group.n++] = blocks;
     }
-    launch_by_tokens(x.rows, [&](auto nt) {
-      constexpr int NT = decltype(nt)::value;
-      if (w[i].type == DType::Q8_0) {
-        const auto blocks = static_cast<unsigned>((w[i].rows + 15) / 16);
-        q8_0_mma_kernel<NT><<<blocks, kQ4Warps * 32, mma_smem_bytes<NT>(), s>>>(w[i], x, y[i]);
-        return;
-      }
-      const auto blocks = static_cast<unsigned>((w[i].rows + q6_rows(NT) - 1) / q6_rows(NT));
-      q6k_rows_kernel<NT><<<blocks, 128, 0, s>>>(w[i], x, y[i]);
+    if (group.n == 0) continue;
+    const int splits = static_cast<int>(std::min<int64_t>(kMaxSplits, group.w[0].cols / kStepCols));
+    cudaError_t e = cudaSuccess;
+    dispatch_kind(type, [&](auto kind) {
+      by_tiles(x.rows, [&](auto tiles) {
+        e = launch<decltype(kind), decltype(tiles)::value>(s, group, blocks, splits, x);
+      });
     });
-  }
-  if (q4.n > 0) {
-    launch_by_tokens(x.rows, [&](auto nt) {
-      constexpr int NT = decltype(nt)::value;
-      q4k_mma_kernel<NT><<<tiles, kQ4Warps * 32, mma_smem_bytes<NT>(), s>>>(q4, x);
-    });
+    if (e != cudaSuccess) return e;
   }
   return cudaGetLastError();
 }
 
-cudaError_t init_kquant_gemv() {
-  for (cudaError_t e : {allow_mma_smem<1>(), allow_mma_smem<2>(), allow_mma_smem<4>(), allow_mma_smem<8>()})
+cudaError_t init_kquant_batch() {
+  for (cudaError_t e : {allow_smem<Q4K>(), allow_smem<Q6K>(), allow_smem<Q8_0>()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }

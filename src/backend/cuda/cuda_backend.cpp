@@ -166,6 +166,7 @@ Result<std::unique_ptr<Backend>> CudaBackend::create(int device) {
                  "cudaHostAlloc"));
   FERRUM_TRY(check_cuda(cuda::init_attention(), "attention kernel attributes"));
   FERRUM_TRY(check_cuda(cuda::init_kquant_gemv(), "GEMV kernel attributes"));
+  FERRUM_TRY(check_cuda(cuda::init_kquant_batch(), "batched k-quant kernel attributes"));
   if (cublasStatus_t s = cublasCreate(&b->blas_); s != CUBLAS_STATUS_SUCCESS)
     return Error(std::string("cuda: cublasCreate: ") + blas_status_name(s));
   if (cublasStatus_t s = cublasSetStream(b->blas_, b->stream_); s != CUBLAS_STATUS_SUCCESS)
@@ -184,10 +185,11 @@ CudaBackend::~CudaBackend() {
 
 std::string CudaBackend::describe() const {
   return fmt::format(
-      "cuda ({}, sm_{}{}, {} SMs, {:.0f} GiB, device {}); matmul: GEMV up to {} tokens, cuBLAS above "
-      "(F32 in fp32; F16/BF16/quantized as two-term 16-bit splits, fp32 accumulation)",
+      "cuda ({}, sm_{}{}, {} SMs, {:.0f} GiB, device {}); matmul: GEMV up to {} tokens, Q4_K/Q6_K/Q8_0 "
+      "batched tensor-core kernels up to {} tokens, cuBLAS above (F32 in fp32; F16/BF16/quantized as "
+      "two-term 16-bit splits, fp32 accumulation)",
       prop_.name, prop_.major, prop_.minor, prop_.multiProcessorCount,
-      double(prop_.totalGlobalMem) / double(1 << 30), device_, cuda::kGemvMaxTokens);
+      double(prop_.totalGlobalMem) / double(1 << 30), device_, cuda::kGemvMaxTokens, cuda::kKquantMaxTokens);
 }
 
 void CudaBackend::note(const char* op, cudaError_t e) {
@@ -328,26 +330,33 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
     return fail(Error(fmt::format("cuda matmul: no kernel for weight type {}", dtype_name(w.type))));
   if (x.rows() <= cuda::kGemvMaxTokens)
     return note("matmul", cuda::gemv(stream_, wmat(w), cfmat(x), fmat(out)));
+  const MatmulOut one{&w, out};
+  if (cuda::kquant_batch_applies(wmat(w), cfmat(x))) return matmul_group(x, std::span(&one, 1));
   gemm(x, w, out);
 }
 
-// Small steps run the group's Q4_K / Q6_K / Q8_0 products through one kquant_gemv_group call (the
-// Q4_K ones share a launch); other products run as single matmuls.
+// The group's Q4_K / Q6_K / Q8_0 products go through one kquant_gemv_group call (small steps; the
+// Q4_K ones share a launch) or one kquant_batch_group call (batched steps; one launch per type);
+// other products run as single matmuls.
 void CudaBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs) {
   const cuda::CFMat cx = cfmat(x);
   cuda::WMat ws[cuda::kMaxGemvGroup];
   cuda::FMat ys[cuda::kMaxGemvGroup];
   int n = 0;
+  const bool small = x.rows() <= cuda::kGemvMaxTokens;
   for (const MatmulOut& m : outs) {
     const cuda::WMat w = wmat(*m.w);
-    if (n < cuda::kMaxGemvGroup && cuda::kquant_gemv_applies(w, cx)) {
+    if (n < cuda::kMaxGemvGroup &&
+        (small ? cuda::kquant_gemv_applies(w, cx) : cuda::kquant_batch_applies(w, cx))) {
       ws[n] = w;
       ys[n++] = fmat(m.out);
     } else {
       matmul(x, *m.w, m.out);
     }
   }
-  if (n > 0) note("matmul", cuda::kquant_gemv_group(stream_, cx, ws, ys, n));
+  if (n == 0) return;
+  note("matmul", small ? cuda::kquant_gemv_group(stream_, cx, ws, ys, n)
+                       : cuda::kquant_batch_group(stream_, cx, ws, ys, n));
 }
 
 bool CudaBackend::reserve_gemm(size_t bytes) {

@@ -31,8 +31,12 @@ struct WMat {
 };
 
 // Steps of up to this many tokens run the matmul as a weight-streaming GEMV whose per-(row, token)
-// arithmetic does not depend on the token count; larger steps use cuBLAS.
+// arithmetic does not depend on the token count.
 constexpr int64_t kGemvMaxTokens = 8;
+// Q4_K, Q6_K and Q8_0 steps of kGemvMaxTokens + 1 up to this many tokens run on the batched tensor-core
+// kernels (batch_kquant.cu), batch invariant among such steps; larger steps (and other types above
+// kGemvMaxTokens) use cuBLAS.
+constexpr int64_t kKquantMaxTokens = 64;
 
 bool weight_type_supported(DType t);
 
@@ -45,6 +49,10 @@ bool kquant_gemv_applies(const WMat& w, CFMat x);
 cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y);
 constexpr int kMaxGemvGroup = 3;
 cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n);
+// The batched-step kernels (batch_kquant.cu) for up to kMaxGemvGroup products of one x, every w
+// applicable: one launch per weight type; each y[i] is what the group of w[i] alone gives.
+bool kquant_batch_applies(const WMat& w, CFMat x);
+cudaError_t kquant_batch_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n);
 // Rows [r0, r0 + n) of w decoded and split as w ~= hi + lo, both IEEE half, dense [n, w.cols].
 cudaError_t dequant_rows_f16(cudaStream_t s, const WMat& w, int64_t r0, int64_t n, void* hi, void* lo);
 // x ~= hi + lo, both dense [x.rows, x.cols] in half (bf16 = false) or bfloat16 (bf16 = true): the
@@ -104,9 +112,11 @@ cudaError_t expert_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, 
                         const Routing& r, FMat out);
 cudaError_t moe_combine(cudaStream_t s, CFMat y, const Routing& r, FMat out);
 
-// One-time kernel attributes (shared-memory limits) of attention.cu and gemv_kquant.cu; call once per
+// One-time kernel attributes (shared-memory limits) of attention.cu, gemv_kquant.cu and batch_kquant.cu;
+// call once per
 // device.
 cudaError_t init_attention();
 cudaError_t init_kquant_gemv();
+cudaError_t init_kquant_batch();
 
 }  // namespace ferrum::cuda
