@@ -1,8 +1,9 @@
-// Paged attention with an online softmax. One block per (tile of 16 tokens, query head):
-//  - a tile whose tokens all belong to one sequence (prefill) stages 32-key K/V tiles of that
-//    sequence in shared memory once for all its tokens; each lane scores one key;
-//  - any other tile (decode batches: one token per sequence) takes its tokens one at a time, the
-//    four warps splitting the token's keys and merging their partial softmax states at the end.
+// Paged attention with an online softmax. Blocks are (tile of 16 tokens, query head, token z of the
+// tile):
+//  - a tile whose tokens all belong to one sequence (prefill) is one block (z = 0) that stages 32-key
+//    K/V tiles of that sequence in shared memory once for all its tokens; each lane scores one key;
+//  - in any other tile (decode batches: one token per sequence) block z takes token z, the warps
+//    splitting the token's keys and merging their partial softmax states at the end.
 // A decode token's result therefore depends only on its own sequence, never on the batch.
 #include <cfloat>
 
@@ -13,7 +14,9 @@ namespace ferrum::cuda {
 
 namespace {
 
-constexpr int kWarps = 4;
+// 16 warps: a decode token's keys are split 16 ways, which shortens the chain of dependent block-table
+// and key loads that bounds a single sequence's decode attention.
+constexpr int kWarps = 16;
 constexpr int kQTile = 16;
 constexpr int kKeyTile = 32;
 constexpr int kTokensPerWarp = kQTile / kWarps;
@@ -114,10 +117,9 @@ __device__ void attend_token(const AttnArgs& a, int64_t t, int64_t h, CFMat q, C
     for (int w = 0; w < kWarps; ++w) acc += sm[w * (hd + 2) + d] * e[w];
     out.p[t * out.ld + h * hd + d] = total > 0.0f ? acc / total : 0.0f;
   }
-  __syncthreads();  // the next token reuses the merge area
 }
 
-// Tiled path for tokens t0 .. t1-1 of one sequence; warp w owns tokens t0 + w + 4u.
+// Tiled path for tokens t0 .. t1-1 of one sequence; warp w owns tokens t0 + w + kWarps u.
 template <int D>
 __device__ void attend_tile(const AttnArgs& a, int64_t t0, int64_t t1, int64_t h, CFMat q, CFMat kc, CFMat vc,
                             FMat out, float* sm) {
@@ -215,16 +217,16 @@ __global__ void __launch_bounds__(kWarps * 32)
   bool one_seq = t1 - t0 > 1;
   for (int64_t t = t0 + 1; t < t1 && one_seq; ++t) one_seq = a.seq_index[t] == a.seq_index[t0];
   if (one_seq) {
-    attend_tile<D>(a, t0, t1, h, q, kc, vc, out, sm);
-  } else {
-    for (int64_t t = t0; t < t1; ++t) attend_token<D>(a, t, h, q, kc, vc, out, sm);
+    if (blockIdx.z == 0) attend_tile<D>(a, t0, t1, h, q, kc, vc, out, sm);
+  } else if (t0 + blockIdx.z < t1) {
+    attend_token<D>(a, t0 + blockIdx.z, h, q, kc, vc, out, sm);
   }
 }
 
 template <int D>
 cudaError_t launch(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat kc, CFMat vc, FMat out) {
-  const dim3 grid(static_cast<unsigned>((a.n_tokens + kQTile - 1) / kQTile),
-                  static_cast<unsigned>(a.n_heads));
+  const dim3 grid(static_cast<unsigned>((a.n_tokens + kQTile - 1) / kQTile), static_cast<unsigned>(a.n_heads),
+                  static_cast<unsigned>(a.n_tokens < kQTile ? a.n_tokens : kQTile));
   attention_kernel<D><<<grid, kWarps * 32, smem_floats(a.head_dim) * sizeof(float), s>>>(a, q, kc, vc, out);
   return cudaGetLastError();
 }
