@@ -37,7 +37,7 @@ namespace {
 namespace cg = cooperative_groups;
 
 constexpr int kBlockRows = 128;
-constexpr int kRowTiles = 1;  // 16-row tiles per warp
+constexpr int kRowTiles = 2;  // 16-row tiles per warp: each staged B fragment feeds two MMAs
 constexpr int kWarps = kBlockRows / (16 * kRowTiles);
 constexpr int kMaxSplits = 8;  // the portable cluster size
 constexpr int kStepCols = 256;
