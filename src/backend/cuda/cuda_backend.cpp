@@ -330,8 +330,10 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
     return fail(Error(fmt::format("cuda matmul: no kernel for weight type {}", dtype_name(w.type))));
   if (x.rows() <= cuda::kGemvMaxTokens)
     return note("matmul", cuda::gemv(stream_, wmat(w), cfmat(x), fmat(out)));
-  const MatmulOut one{&w, out};
-  if (cuda::kquant_batch_applies(wmat(w), cfmat(x))) return matmul_group(x, std::span(&one, 1));
+  const cuda::WMat wm = wmat(w);
+  const cuda::FMat y = fmat(out);
+  if (cuda::kquant_batch_applies(wm, cfmat(x)))
+    return note("matmul", cuda::kquant_batch_group(stream_, cfmat(x), &wm, &y, 1));
   gemm(x, w, out);
 }
 

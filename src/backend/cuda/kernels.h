@@ -113,8 +113,7 @@ cudaError_t expert_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, 
 cudaError_t moe_combine(cudaStream_t s, CFMat y, const Routing& r, FMat out);
 
 // One-time kernel attributes (shared-memory limits) of attention.cu, gemv_kquant.cu and batch_kquant.cu;
-// call once per
-// device.
+// call once per device.
 cudaError_t init_attention();
 cudaError_t init_kquant_gemv();
 cudaError_t init_kquant_batch();
