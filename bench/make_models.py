@@ -55,9 +55,12 @@ def main():
     ap.add_argument("name", choices=sorted(SHAPES))
     ap.add_argument("out")
     ap.add_argument("--dtype", choices=["f16", "bf16"], default="f16", help="type of the weight matrices")
+    ap.add_argument("--layers", type=int, help="fewer layers than the real model (quicker A/B runs)")
     args = ap.parse_args()
     name, out = args.name, args.out
-    s = SHAPES[name]
+    s = dict(SHAPES[name])
+    if args.layers:
+        s["layers"] = args.layers
     a = s["arch"]
     w = gguf.GGUFWriter(out, a)
     w.add_name(name + "-random")

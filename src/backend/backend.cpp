@@ -14,7 +14,7 @@ namespace ferrum {
 
 namespace cpu {
 const VecOps& best_vec_ops() {
-  static const VecOps& ops = [] () -> const VecOps& {
+  static const VecOps& ops = []() -> const VecOps& {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return vec_ops_avx512();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return vec_ops_avx2();
@@ -24,12 +24,15 @@ const VecOps& best_vec_ops() {
 }
 }  // namespace cpu
 
-Result<std::unique_ptr<Backend>> create_backend(const std::string& name, int threads) {
+Result<std::unique_ptr<Backend>> create_backend(const std::string& name, const BackendOptions& options) {
+  const int threads = options.threads;
   if (name == "cpu") return std::unique_ptr<Backend>(new CpuBackend(threads));
   if (name == "reference") return std::unique_ptr<Backend>(new ReferenceBackend());
   const bool cuda = name == "cuda" || name.rfind("cuda:", 0) == 0;
 #ifdef FERRUM_HAVE_CUDA
-  if (name == "auto") return cuda_device_count() > 0 ? create_cuda_backend(0) : create_backend("cpu", threads);
+  if (name == "auto")
+    return cuda_device_count() > 0 ? create_cuda_backend(0, options.exact_gemm)
+                                   : create_backend("cpu", threads);
   if (cuda) {
     int device = 0;
     if (name != "cuda") {
@@ -38,11 +41,13 @@ Result<std::unique_ptr<Backend>> create_backend(const std::string& name, int thr
       if (n.empty() || ec != std::errc() || p != n.data() + n.size() || device < 0)
         return Error("backend '" + name + "': expected cuda:N with N a device number");
     }
-    return create_cuda_backend(device);
+    return create_cuda_backend(device, options.exact_gemm);
   }
 #else
   if (name == "auto") return create_backend("cpu", threads);
-  if (cuda) return Error("backend '" + name + "': this ferrum was built without CUDA (configure with -DFERRUM_CUDA=ON)");
+  if (cuda)
+    return Error("backend '" + name +
+                 "': this ferrum was built without CUDA (configure with -DFERRUM_CUDA=ON)");
 #endif
   return Error("unknown backend '" + name + "' (auto, cpu, cuda, reference)");
 }

@@ -168,8 +168,17 @@ class Backend {
   virtual void moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) = 0;
 };
 
-// Creates a backend by name: "cpu" (threads <= 0 means all cores), "reference", "cuda" or "cuda:N"
-// (device N; threads is unused), "auto" (cuda when built with it and a device exists, else cpu).
-Result<std::unique_ptr<Backend>> create_backend(const std::string& name, int threads);
+struct BackendOptions {
+  int threads = 0;         // CPU backend threads; <= 0 means all cores
+  bool exact_gemm = true;  // GPU: large-step products of quantized weights to float32 accuracy (see
+                           // RuntimeConfig::exact_gemm); tests and tools comparing kernels want this
+};
+
+// Creates a backend by name: "cpu", "reference", "cuda" or "cuda:N" (device N), "auto" (cuda when
+// built with it and a device exists, else cpu).
+Result<std::unique_ptr<Backend>> create_backend(const std::string& name, const BackendOptions& options);
+inline Result<std::unique_ptr<Backend>> create_backend(const std::string& name, int threads) {
+  return create_backend(name, BackendOptions{.threads = threads});
+}
 
 }  // namespace ferrum

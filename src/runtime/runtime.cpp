@@ -63,7 +63,9 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   auto im = std::make_unique<Impl>();
   im->cfg = cfg;
   im->profiler.set_enabled(cfg.profile);
-  FERRUM_ASSIGN_OR_RETURN(im->backend, create_backend(cfg.backend, cfg.threads));
+  FERRUM_ASSIGN_OR_RETURN(
+      im->backend,
+      create_backend(cfg.backend, BackendOptions{.threads = cfg.threads, .exact_gemm = cfg.exact_gemm}));
   FERRUM_ASSIGN_OR_RETURN(im->weights, WeightStore::open(path));
   const ModelConfig& mc = im->weights->config();
   FERRUM_ASSIGN_OR_RETURN(const Architecture* arch, find_architecture(mc.arch));

@@ -5,6 +5,7 @@
 // failures reported through check(). Skips without a device. (The MoE ops are in the op contract.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -93,6 +94,53 @@ TEST_F(CudaBackendTest, QuantizedMatmulBothPathsMatchReference) {
               << dtype_name(type) << " k=" << k << " rows=" << rows << " tokens=" << tokens;
         }
       }
+    }
+  }
+}
+
+// The default large-step path for quantized weights (BackendOptions::exact_gemm = false): weights
+// decoded and rounded to f16, activations rounded to f16, one f16 product with fp32 accumulation. Each
+// output may differ from the exact product by what those roundings allow: per term |w x| (2 u + u^2)
+// with u = 2^-11 (plus 2^-25 |w| for activations in the subnormal range), and both sides' fp32
+// accumulation, k 2^-24 sum |w x| each.
+TEST_F(CudaBackendTest, SingleProductGemmIsWithinF16Rounding) {
+  auto fast_be = create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = false});
+  ASSERT_TRUE(fast_be.ok()) << fast_be.status().message();
+  Mirror fast(*fast_be.value());
+  const float u = 0x1p-11f;
+  for (DType type : kQuantTypes) {
+    const int64_t k = 2304, rows = 300;
+    std::vector<uint8_t> wq = stored(type, rows, k);
+    std::vector<float> wf(static_cast<size_t>(rows * k));
+    for (int64_t r = 0; r < rows; ++r)
+      quant::dequantize_row(type, wq.data() + static_cast<size_t>(r) * row_bytes(type, k), wf.data() + r * k,
+                            k);
+    const Tensor dw = fast.weight(Tensor::matrix_view(type, wq.data(), rows, k));
+    for (int64_t tokens : {65, 130}) {
+      const std::vector<float> x = normal(tokens * k);
+      std::vector<float> want(static_cast<size_t>(tokens * rows));
+      ref->matmul(Tensor::f32(const_cast<float*>(x.data()), tokens, k),
+                  Tensor::matrix_view(type, wq.data(), rows, k), Tensor::f32(want.data(), tokens, rows));
+      const Tensor out = fast.f32(want, tokens, rows);
+      fast_be.value()->matmul(fast.f32(x, tokens, k), dw, out);
+      const std::vector<float> got = fast.host(out);
+      ASSERT_TRUE(fast_be.value()->check().ok());
+      int64_t outside = 0;
+      double worst = 0.0;
+      for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          double sum_wx = 0.0, sum_w = 0.0;
+          for (int64_t i = 0; i < k; ++i) {
+            sum_wx += std::fabs(double(wf[r * k + i]) * x[t * k + i]);
+            sum_w += std::fabs(wf[r * k + i]);
+          }
+          const double bound = sum_wx * (2 * u + double(u) * u + 2.0 * k * 0x1p-24) + sum_w * 0x1p-25;
+          const double err = std::fabs(double(got[t * rows + r]) - want[t * rows + r]);
+          worst = std::max(worst, err / bound);
+          outside += err > bound;
+        }
+      }
+      EXPECT_EQ(outside, 0) << dtype_name(type) << " tokens=" << tokens << ": worst error / bound " << worst;
     }
   }
 }

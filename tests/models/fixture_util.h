@@ -12,12 +12,14 @@
 
 namespace ferrum::testing {
 
-// The backend the model tests run on: $FERRUM_BACKEND (default cpu), so one suite covers every backend.
-inline std::string test_backend() {
+// The runtime options the model tests run with: the FERRUM_* environment (backend $FERRUM_BACKEND,
+// default cpu), so one suite covers every backend.
+inline RuntimeConfig test_config() {
   auto c = RuntimeConfig::from_env();
   EXPECT_TRUE(c.ok()) << c.status().message();
-  return c.ok() ? c.value().backend : "cpu";
+  return c.ok() ? c.value() : RuntimeConfig{};
 }
+inline std::string test_backend() { return test_config().backend; }
 
 struct HfCase {
   std::vector<int32_t> all_ids, prompt_ids, greedy_ids;

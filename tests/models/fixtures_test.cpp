@@ -20,8 +20,7 @@ class DeviceEnvironment : public ::testing::Environment {
     ::testing::AddGlobalTestEnvironment(new DeviceEnvironment);
 
 std::unique_ptr<Runtime> load(const std::string& path) {
-  RuntimeConfig cfg;
-  cfg.backend = test_backend();
+  RuntimeConfig cfg = test_config();
   cfg.max_batch_tokens = 64;
   auto r = Runtime::load(path, cfg);
   EXPECT_TRUE(r.ok()) << r.status().message();
@@ -180,12 +179,16 @@ TEST_P(SynthFixture, MatchesReferences) {
     auto np = read_npy(shared_path(rel + ".numpy." + seq + ".npy"));
     auto lc = read_npy(shared_path(rel + ".llamacpp." + seq + ".npy"));
     ASSERT_TRUE(np.ok() && lc.ok());
-    // The CUDA backend keeps activations at float32 precision for every weight type (it never
-    // rounds them as llama.cpp does), so the exact numpy pass is its tight reference, at the F32
-    // files' tolerance.
-    const bool exact_acts = c.vs_llamacpp && test_backend().rfind("cuda", 0) == 0;
+    // The CUDA backend with exact products (FERRUM_EXACT_GEMM=1) keeps activations at float32
+    // precision for every weight type (it never rounds them as llama.cpp does), so the exact numpy pass
+    // is its tight reference, at the F32 files' tolerance. By default its prefill products of quantized
+    // weights round both operands to f16 (bounded op by op in cuda_test): then only the README's bar
+    // against llama.cpp below applies.
+    const bool cuda = test_backend().rfind("cuda", 0) == 0;
+    const bool exact_acts = c.vs_llamacpp && cuda && test_config().exact_gemm;
+    const bool f16_acts = c.vs_llamacpp && cuda && !exact_acts;
     const std::vector<float>& tight = c.vs_llamacpp && !exact_acts ? lc->data : np->data;
-    const float tol = exact_acts ? 1e-4f : c.tol;
+    const float tol = exact_acts ? 1e-4f : f16_acts ? 0.6f : c.tol;
     const bool relative = exact_acts || c.relative;
     for (bool decode : {false, true}) {
       SCOPED_TRACE(decode ? "decode" : "prefill");

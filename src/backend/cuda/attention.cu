@@ -212,6 +212,8 @@ template <int D>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(AttnArgs a, CFMat q, CFMat kc, CFMat vc, FMat out) {
   extern __shared__ float sm[];
+  allow_dependents();
+  wait_for_inputs();
   const int64_t h = blockIdx.y, t0 = int64_t(blockIdx.x) * kQTile;
   const int64_t t1 = min(a.n_tokens, t0 + kQTile);
   bool one_seq = t1 - t0 > 1;
@@ -224,11 +226,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 template <int D>
-cudaError_t launch(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat kc, CFMat vc, FMat out) {
+cudaError_t launch_heads(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat kc, CFMat vc, FMat out) {
   const dim3 grid(static_cast<unsigned>((a.n_tokens + kQTile - 1) / kQTile), static_cast<unsigned>(a.n_heads),
                   static_cast<unsigned>(a.n_tokens < kQTile ? a.n_tokens : kQTile));
-  attention_kernel<D><<<grid, kWarps * 32, smem_floats(a.head_dim) * sizeof(float), s>>>(a, q, kc, vc, out);
-  return cudaGetLastError();
+  return launch(attention_kernel<D>, grid, kWarps * 32, smem_floats(a.head_dim) * sizeof(float), s, a, q, kc,
+                vc, out);
 }
 
 template <int D>
@@ -241,10 +243,10 @@ cudaError_t allow_smem() {
 
 cudaError_t attention(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat k_cache, CFMat v_cache, FMat out) {
   if (a.n_tokens == 0) return cudaSuccess;
-  if (a.head_dim <= 32) return launch<1>(s, a, q, k_cache, v_cache, out);
-  if (a.head_dim <= 64) return launch<2>(s, a, q, k_cache, v_cache, out);
-  if (a.head_dim <= 128) return launch<4>(s, a, q, k_cache, v_cache, out);
-  return launch<8>(s, a, q, k_cache, v_cache, out);
+  if (a.head_dim <= 32) return launch_heads<1>(s, a, q, k_cache, v_cache, out);
+  if (a.head_dim <= 64) return launch_heads<2>(s, a, q, k_cache, v_cache, out);
+  if (a.head_dim <= 128) return launch_heads<4>(s, a, q, k_cache, v_cache, out);
+  return launch_heads<8>(s, a, q, k_cache, v_cache, out);
 }
 
 cudaError_t init_attention() {

@@ -288,6 +288,7 @@ __global__ void __launch_bounds__(kWarps * 32) kquant_kernel(Group group, CFMat 
   const int split = static_cast<int>(blockIdx.y), splits = static_cast<int>(gridDim.y);
   const int nt = static_cast<int>(x.rows);
   float acc[kTiles][kRowTiles][4] = {};
+  wait_for_inputs();
   for (int64_t st = split; st < n_steps; st += splits) {
     typename Kind::W wt[kRowTiles];
 #pragma unroll
@@ -324,19 +325,21 @@ __global__ void __launch_bounds__(kWarps * 32) kquant_kernel(Group group, CFMat 
 }
 
 template <class Kind, int kTiles>
-cudaError_t launch(cudaStream_t s, const Group& group, unsigned row_blocks, int splits, CFMat x) {
+cudaError_t launch_group(cudaStream_t s, const Group& group, unsigned row_blocks, int splits, CFMat x) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(row_blocks, static_cast<unsigned>(splits), 1);
   cfg.blockDim = dim3(kWarps * 32, 1, 1);
   cfg.dynamicSmemBytes = smem_bytes<kTiles>();
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = 1;
   attr[0].val.clusterDim.y = static_cast<unsigned>(splits);
   attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;  // see launch() in common.cuh
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = 2;
   return cudaLaunchKernelEx(&cfg, kquant_kernel<Kind, kTiles>, group, x);
 }
 
@@ -405,7 +408,7 @@ cudaError_t kquant_batch_group(cudaStream_t s, CFMat x, const WMat* w, const FMa
     cudaError_t e = cudaSuccess;
     dispatch_kind(type, [&](auto kind) {
       by_tiles(x.rows, [&](auto tiles) {
-        e = launch<decltype(kind), decltype(tiles)::value>(s, group, blocks, splits, x);
+        e = launch_group<decltype(kind), decltype(tiles)::value>(s, group, blocks, splits, x);
       });
     });
     if (e != cudaSuccess) return e;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 namespace ferrum::cuda {
 
@@ -29,6 +30,34 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   __syncthreads();
   v = lane < n_warps ? red[lane] : 0.0f;
   return warp_sum(v);
+}
+
+// Programmatic dependent launch (Hopper). Every kernel is launched with `launch`, which lets it start
+// while the kernel before it in the stream is still running; a decode step is hundreds of short kernels,
+// and without this each one pays a launch gap and a cold start. The contract every kernel keeps: it may
+// read weights (never written by kernels) before `wait_for_inputs`, and touches nothing else (reads of
+// activations, ids, caches; any write) until after it. `wait_for_inputs` returns once the previous
+// kernel has finished and its writes are visible, so the order of the stream is kept transitively.
+// `allow_dependents` at a kernel's start lets the next kernel be scheduled as soon as all of this
+// kernel's blocks have started.
+__device__ __forceinline__ void wait_for_inputs() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void allow_dependents() { asm volatile("griddepcontrol.launch_dependents;"); }
+
+// kernel<<<grid, block, smem, s>>>(args...) as a programmatic dependent launch; returns the launch error.
+template <class... Params, class... Args>
+cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                   Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

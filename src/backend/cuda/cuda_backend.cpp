@@ -73,7 +73,7 @@ class CudaGraph final : public StepGraph {
 
 class CudaBackend final : public Backend {
  public:
-  static Result<std::unique_ptr<Backend>> create(int device);
+  static Result<std::unique_ptr<Backend>> create(int device, bool exact_gemm);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -119,7 +119,7 @@ class CudaBackend final : public Backend {
   void moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) override;
 
  private:
-  explicit CudaBackend(int device) : device_(device) {}
+  CudaBackend(int device, bool exact_gemm) : device_(device), exact_gemm_(exact_gemm) {}
   // Keeps the first failure until check() reports it (ops have no error return; CUDA errors of
   // queued work surface only at a later synchronization anyway).
   void note(const char* op, cudaError_t e);
@@ -133,6 +133,7 @@ class CudaBackend final : public Backend {
   void gemm(const Tensor& x, const Tensor& w, Tensor out);
 
   int device_;
+  bool exact_gemm_;
   cudaDeviceProp prop_{};
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
@@ -144,12 +145,12 @@ class CudaBackend final : public Backend {
   Status error_;
 };
 
-Result<std::unique_ptr<Backend>> CudaBackend::create(int device) {
+Result<std::unique_ptr<Backend>> CudaBackend::create(int device, bool exact_gemm) {
   const int n = cuda_device_count();
   if (device < 0 || device >= n)
     return Error(n == 0 ? std::string("cuda: no CUDA device is available")
                         : fmt::format("cuda: device {} does not exist ({} available)", device, n));
-  std::unique_ptr<CudaBackend> b(new CudaBackend(device));
+  std::unique_ptr<CudaBackend> b(new CudaBackend(device, exact_gemm));
   auto check_cuda = [](cudaError_t e, const char* what) -> Status {
     if (e == cudaSuccess) return {};
     return Error(fmt::format("cuda: {}: {}", what, cudaGetErrorString(e)));
@@ -186,10 +187,11 @@ CudaBackend::~CudaBackend() {
 std::string CudaBackend::describe() const {
   return fmt::format(
       "cuda ({}, sm_{}{}, {} SMs, {:.0f} GiB, device {}); matmul: GEMV up to {} tokens, Q4_K/Q6_K/Q8_0 "
-      "batched tensor-core kernels up to {} tokens, cuBLAS above (F32 in fp32; F16/BF16/quantized as "
-      "two-term 16-bit splits, fp32 accumulation)",
+      "batched tensor-core kernels up to {} tokens, cuBLAS above (F32 in fp32; F16/BF16 as two-term 16-bit "
+      "splits; quantized {}; fp32 accumulation)",
       prop_.name, prop_.major, prop_.minor, prop_.multiProcessorCount,
-      double(prop_.totalGlobalMem) / double(1 << 30), device_, cuda::kGemvMaxTokens, cuda::kKquantMaxTokens);
+      double(prop_.totalGlobalMem) / double(1 << 30), device_, cuda::kGemvMaxTokens, cuda::kKquantMaxTokens,
+      exact_gemm_ ? "as two-term 16-bit splits (--exact-gemm)" : "decoded to f16, one f16 product");
 }
 
 void CudaBackend::note(const char* op, cudaError_t e) {
@@ -391,13 +393,17 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
                                             CUDA_R_32F, static_cast<int>(x.row_stride() / 4), &zero, y,
                                             CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  // 16-bit tensor-core products with fp32 accumulation, made as exact as float32 ones by splitting
-  // 16-bit-inexact operands into hi + lo halves: activations always (x = xh + xl), quantized weights
-  // decoded tile by tile (w = wh + wl), F16/BF16 weights never (they are exact). BF16 weights pair
-  // with bf16 halves (about 16 bits of each activation kept), every other type with IEEE halves
-  // (about 22 bits; the dropped wl xl term is ~2^-22 of the product).
+  // 16-bit tensor-core products with fp32 accumulation. By default a quantized weight is decoded to f16
+  // and multiplies f16 activations once: the rounding (2^-11 relative) is far below the quantization
+  // error and finer than llama.cpp's 8-bit activation blocks. Otherwise the products are made as exact
+  // as float32 ones by splitting 16-bit-inexact operands into hi + lo halves: activations always
+  // (x = xh + xl), quantized weights decoded tile by tile (w = wh + wl, with --exact-gemm), F16/BF16
+  // weights never (they are exact). BF16 weights pair with bf16 halves (about 16 bits of each activation
+  // kept), every other type with IEEE halves (about 22 bits; the dropped wl xl term is ~2^-22 of the
+  // product).
   const bool bf16 = w.type == DType::BF16;
   const bool direct = bf16 || w.type == DType::F16;
+  const bool single = !direct && !exact_gemm_;
   const cudaDataType_t t16 = bf16 ? CUDA_R_16BF : CUDA_R_16F;
   const size_t act_bytes = round_up(static_cast<size_t>(n) * static_cast<size_t>(k) * 2, 256);
   const int tile_rows =
@@ -407,8 +413,8 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
       direct ? 0 : round_up(static_cast<size_t>(tile_rows) * static_cast<size_t>(k) * 2, 256);
   if (!reserve_gemm(2 * act_bytes + 2 * tile_bytes)) return;
   uint8_t* base = static_cast<uint8_t*>(gemm_buf_);
-  void *xh = base, *xl = base + act_bytes, *wh = base + 2 * act_bytes,
-       *wl = base + 2 * act_bytes + tile_bytes;
+  void *xh = base, *xl = single ? nullptr : base + act_bytes, *wh = base + 2 * act_bytes,
+       *wl = single ? nullptr : base + 2 * act_bytes + tile_bytes;
   note("matmul", cuda::split_activations(stream_, cfmat(x), bf16, xh, xl));
   auto product = [&](const void* a, int lda, int nr, const void* b, const float* beta, float* c) {
     note_blas("matmul", cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, k, &one, a, t16, lda, b, t16, k,
@@ -424,6 +430,7 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
     } else {
       note("matmul", cuda::dequant_rows_f16(stream_, wmat(w), r0, nr, wh, wl));
       product(wh, k, nr, xh, &zero, y + r0);
+      if (single) continue;
       product(wh, k, nr, xl, &one, y + r0);
       product(wl, k, nr, xh, &one, y + r0);
     }
@@ -515,6 +522,8 @@ int cuda_device_count() {
   return n;
 }
 
-Result<std::unique_ptr<Backend>> create_cuda_backend(int device) { return CudaBackend::create(device); }
+Result<std::unique_ptr<Backend>> create_cuda_backend(int device, bool exact_gemm) {
+  return CudaBackend::create(device, exact_gemm);
+}
 
 }  // namespace ferrum

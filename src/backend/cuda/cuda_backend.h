@@ -12,7 +12,7 @@ namespace ferrum {
 // Number of usable CUDA devices (0 when there is no driver or no device).
 int cuda_device_count();
 
-// A backend on CUDA device `device` (CUDA_VISIBLE_DEVICES numbering).
-Result<std::unique_ptr<Backend>> create_cuda_backend(int device);
+// A backend on CUDA device `device` (CUDA_VISIBLE_DEVICES numbering); exact_gemm as in BackendOptions.
+Result<std::unique_ptr<Backend>> create_cuda_backend(int device, bool exact_gemm);
 
 }  // namespace ferrum

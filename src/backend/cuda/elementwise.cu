@@ -29,6 +29,8 @@ constexpr int kNormMaxPer = 16;  // rows up to 16384 columns
 
 template <int kPer>
 __global__ void rms_norm_kernel(FMat x, CFMat y, const float* __restrict__ w, float eps, FMat out) {
+  allow_dependents();
+  wait_for_inputs();
   __shared__ float red[32];
   float* xr = x.p + blockIdx.x * x.ld;
   const float* yr = y.p ? y.p + blockIdx.x * y.ld : nullptr;
@@ -83,6 +85,8 @@ __device__ __forceinline__ void copy_row(const float* src, float* dst, int64_t n
 
 __global__ void layer_norm_kernel(CFMat x, const float* __restrict__ w, const float* __restrict__ b,
                                   float eps, FMat out) {
+  allow_dependents();
+  wait_for_inputs();
   __shared__ float red[32];
   const float* xr = x.p + blockIdx.x * x.ld;
   float* o = out.p + blockIdx.x * out.ld;
@@ -100,6 +104,8 @@ __global__ void layer_norm_kernel(CFMat x, const float* __restrict__ w, const fl
 }
 
 __global__ void add_kernel(FMat x, CFMat y) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t n = x.rows * x.cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -110,6 +116,8 @@ __global__ void add_kernel(FMat x, CFMat y) {
 }
 
 __global__ void add_bias_kernel(FMat x, const float* __restrict__ bias) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t n = x.rows * x.cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -121,6 +129,8 @@ __global__ void add_bias_kernel(FMat x, const float* __restrict__ bias) {
 
 template <Glu kind>
 __global__ void glu_kernel(CFMat gate, CFMat up, FMat out) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t n = gate.rows * gate.cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -138,6 +148,8 @@ __global__ void glu_kernel(CFMat gate, CFMat up, FMat out) {
 }
 
 __global__ void gelu_erf_kernel(FMat x) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t n = x.rows * x.cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -149,6 +161,8 @@ __global__ void gelu_erf_kernel(FMat x) {
 }
 
 __global__ void scale_kernel(FMat x, float s) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t n = x.rows * x.cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -159,6 +173,8 @@ __global__ void scale_kernel(FMat x, float s) {
 }
 
 __global__ void softcap_kernel(FMat x, float cap) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t n = x.rows * x.cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -169,12 +185,16 @@ __global__ void softcap_kernel(FMat x, float cap) {
 }
 
 __global__ void gather_rows_kernel(CFMat x, const int32_t* __restrict__ rows, FMat out) {
+  allow_dependents();
+  wait_for_inputs();
   copy_row(x.p + int64_t(rows[blockIdx.x]) * x.ld, out.p + blockIdx.x * out.ld, x.cols);
 }
 
 // One block per token: cos/sin per frequency once (in double, as the reference), then every head.
 __global__ void rope_kernel(FMat x, int64_t n_heads, int64_t head_dim, int64_t half, bool neox,
                             const float* __restrict__ inv_freq, const int32_t* __restrict__ positions) {
+  allow_dependents();
+  wait_for_inputs();
   extern __shared__ float cs[];  // [half] cos, then [half] sin
   float* sn = cs + half;
   const double pos = positions[blockIdx.x];
@@ -210,6 +230,8 @@ __global__ void rope_kernel(FMat x, int64_t n_heads, int64_t head_dim, int64_t h
 }
 
 __global__ void kv_write_kernel(FMat kc, FMat vc, CFMat k, CFMat v, const int32_t* __restrict__ slots) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t slot = slots[blockIdx.x];
   copy_row(k.p + blockIdx.x * k.ld, kc.p + slot * kc.ld, k.cols);
   copy_row(v.p + blockIdx.x * v.ld, vc.p + slot * vc.ld, v.cols);
@@ -224,33 +246,33 @@ cudaError_t rms_norm(cudaStream_t s, FMat x, CFMat y, const float* w, float eps,
   if (per > kNormMaxPer) return cudaErrorInvalidValue;
   const unsigned blocks = static_cast<unsigned>(x.rows);
   if (per <= 1)
-    rms_norm_kernel<1><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+    launch(rms_norm_kernel<1>, blocks, threads, 0, s, x, y, w, eps, out);
   else if (per <= 2)
-    rms_norm_kernel<2><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+    launch(rms_norm_kernel<2>, blocks, threads, 0, s, x, y, w, eps, out);
   else if (per <= 4)
-    rms_norm_kernel<4><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+    launch(rms_norm_kernel<4>, blocks, threads, 0, s, x, y, w, eps, out);
   else if (per <= 8)
-    rms_norm_kernel<8><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+    launch(rms_norm_kernel<8>, blocks, threads, 0, s, x, y, w, eps, out);
   else
-    rms_norm_kernel<kNormMaxPer><<<blocks, threads, 0, s>>>(x, y, w, eps, out);
+    launch(rms_norm_kernel<kNormMaxPer>, blocks, threads, 0, s, x, y, w, eps, out);
   return cudaGetLastError();
 }
 
 cudaError_t layer_norm(cudaStream_t s, CFMat x, const float* w, const float* b, float eps, FMat out) {
   if (x.rows == 0) return cudaSuccess;
-  layer_norm_kernel<<<static_cast<unsigned>(x.rows), kRowThreads, 0, s>>>(x, w, b, eps, out);
+  launch(layer_norm_kernel, static_cast<unsigned>(x.rows), kRowThreads, 0, s, x, w, b, eps, out);
   return cudaGetLastError();
 }
 
 cudaError_t add(cudaStream_t s, FMat x, CFMat y) {
   if (x.rows * x.cols == 0) return cudaSuccess;
-  add_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x, y);
+  launch(add_kernel, elementwise_blocks(x.rows * x.cols), 256, 0, s, x, y);
   return cudaGetLastError();
 }
 
 cudaError_t add_bias(cudaStream_t s, FMat x, const float* bias) {
   if (x.rows * x.cols == 0) return cudaSuccess;
-  add_bias_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x, bias);
+  launch(add_bias_kernel, elementwise_blocks(x.rows * x.cols), 256, 0, s, x, bias);
   return cudaGetLastError();
 }
 
@@ -258,33 +280,33 @@ cudaError_t glu(cudaStream_t s, Glu kind, CFMat gate, CFMat up, FMat out) {
   if (gate.rows * gate.cols == 0) return cudaSuccess;
   const int blocks = elementwise_blocks(gate.rows * gate.cols);
   if (kind == Glu::Silu)
-    glu_kernel<Glu::Silu><<<blocks, 256, 0, s>>>(gate, up, out);
+    launch(glu_kernel<Glu::Silu>, blocks, 256, 0, s, gate, up, out);
   else
-    glu_kernel<Glu::GeluTanh><<<blocks, 256, 0, s>>>(gate, up, out);
+    launch(glu_kernel<Glu::GeluTanh>, blocks, 256, 0, s, gate, up, out);
   return cudaGetLastError();
 }
 
 cudaError_t gelu_erf(cudaStream_t s, FMat x) {
   if (x.rows * x.cols == 0) return cudaSuccess;
-  gelu_erf_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x);
+  launch(gelu_erf_kernel, elementwise_blocks(x.rows * x.cols), 256, 0, s, x);
   return cudaGetLastError();
 }
 
 cudaError_t scale(cudaStream_t s, FMat x, float v) {
   if (x.rows * x.cols == 0) return cudaSuccess;
-  scale_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x, v);
+  launch(scale_kernel, elementwise_blocks(x.rows * x.cols), 256, 0, s, x, v);
   return cudaGetLastError();
 }
 
 cudaError_t softcap(cudaStream_t s, FMat x, float v) {
   if (x.rows * x.cols == 0) return cudaSuccess;
-  softcap_kernel<<<elementwise_blocks(x.rows * x.cols), 256, 0, s>>>(x, v);
+  launch(softcap_kernel, elementwise_blocks(x.rows * x.cols), 256, 0, s, x, v);
   return cudaGetLastError();
 }
 
 cudaError_t gather_rows(cudaStream_t s, CFMat x, const int32_t* rows, FMat out) {
   if (out.rows == 0) return cudaSuccess;
-  gather_rows_kernel<<<static_cast<unsigned>(out.rows), kRowThreads, 0, s>>>(x, rows, out);
+  launch(gather_rows_kernel, static_cast<unsigned>(out.rows), kRowThreads, 0, s, x, rows, out);
   return cudaGetLastError();
 }
 
@@ -292,14 +314,14 @@ cudaError_t rope(cudaStream_t s, FMat x, int64_t n_heads, int64_t head_dim, int6
                  const float* inv_freq, const int32_t* positions) {
   if (x.rows == 0 || rope_dim == 0) return cudaSuccess;
   const int64_t half = rope_dim / 2;
-  rope_kernel<<<static_cast<unsigned>(x.rows), 256, static_cast<size_t>(2 * half) * sizeof(float), s>>>(
-      x, n_heads, head_dim, half, neox, inv_freq, positions);
+  launch(rope_kernel, static_cast<unsigned>(x.rows), 256, static_cast<size_t>(2 * half) * sizeof(float), s, x,
+         n_heads, head_dim, half, neox, inv_freq, positions);
   return cudaGetLastError();
 }
 
 cudaError_t kv_write(cudaStream_t s, FMat k_cache, FMat v_cache, CFMat k, CFMat v, const int32_t* slots) {
   if (k.rows == 0) return cudaSuccess;
-  kv_write_kernel<<<static_cast<unsigned>(k.rows), kRowThreads, 0, s>>>(k_cache, v_cache, k, v, slots);
+  launch(kv_write_kernel, static_cast<unsigned>(k.rows), kRowThreads, 0, s, k_cache, v_cache, k, v, slots);
   return cudaGetLastError();
 }
 

@@ -74,33 +74,42 @@ __device__ __forceinline__ void reduce_store(float* red, const float (&acc)[4], 
   }
 }
 
-// Up to kMaxGemvGroup Q4_K matrices of one launch: matrix i's 16-row tiles are blocks end[i - 1] ..
+// Up to kMaxGemvGroup matrices of one type in one launch: matrix i's row blocks are blocks end[i - 1] ..
 // end[i] - 1.
-struct Q4Group {
+struct Group {
   WMat w[kMaxGemvGroup];
   FMat y[kMaxGemvGroup];
   unsigned end[kMaxGemvGroup];
   int n;
 };
 
+// This block's matrix, and the first of the n_rows rows it computes. The GEMVs leave the trigger of the
+// next kernel to their exit (common.cuh): an explicit one after the main loop measured slightly slower.
+__device__ __forceinline__ int block_rows(const Group& group, int64_t n_rows, int64_t* row0) {
+  int mi = 0;
+  while (mi + 1 < group.n && blockIdx.x >= group.end[mi]) ++mi;
+  *row0 = int64_t(blockIdx.x - (mi > 0 ? group.end[mi - 1] : 0u)) * n_rows;
+  return mi;
+}
+
 template <int NT>
-__global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Q4Group group, CFMat x) {
+__global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Group group, CFMat x) {
   extern __shared__ __align__(16) unsigned char smem[];
   __half* staged = reinterpret_cast<__half*>(smem);
   float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kQ4Warps * NT * kTokenHalves);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
-  int mi = 0;
-  while (mi + 1 < group.n && blockIdx.x >= group.end[mi]) ++mi;
+  int64_t row0;
+  const int mi = block_rows(group, 16, &row0);
   const WMat w = group.w[mi];
   const FMat y = group.y[mi];
-  const int64_t row0 = int64_t(blockIdx.x - (mi > 0 ? group.end[mi - 1] : 0u)) * 16;
   const int64_t rows[2] = {min(row0 + g, w.rows - 1), min(row0 + g + 8, w.rows - 1)};
   const int64_t n_blocks = w.cols / 256;
-  const int nt = static_cast<int>(x.rows);
   __half* sm = staged + warp * NT * kTokenHalves;
   const __half* tok = sm + g * kTokenHalves;
-  const bool live = g < nt;  // lane group g carries token g
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  wait_for_inputs();
+  const int nt = static_cast<int>(x.rows);
+  const bool live = g < nt;  // lane group g carries token g
   for (int64_t sb = warp; sb < n_blocks; sb += kQ4Warps) {
     Q4KStep wt;
     wt.load(w, rows, sb, c);
@@ -168,12 +177,16 @@ __global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Q4Group group, C
 // that is scaled by the rows' block scales. Rows must be 16-byte aligned, so a step (8 x 34 bytes) is,
 // and odd blocks' quants are 4-byte aligned (even ones 2-byte).
 template <int NT>
-__global__ void __launch_bounds__(kQ4Warps * 32) q8_0_mma_kernel(WMat w, CFMat x, FMat y) {
+__global__ void __launch_bounds__(kQ4Warps * 32) q8_0_mma_kernel(Group group, CFMat x) {
   extern __shared__ __align__(16) unsigned char smem[];
   __half* staged = reinterpret_cast<__half*>(smem);
   float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kQ4Warps * NT * kTokenHalves);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
-  const int64_t row0 = int64_t(blockIdx.x) * 16;
+  int64_t row0;
+  const int mi = block_rows(group, 16, &row0);
+  wait_for_inputs();
+  const WMat w = group.w[mi];
+  const FMat y = group.y[mi];
   const int64_t rows[2] = {min(row0 + g, w.rows - 1), min(row0 + g + 8, w.rows - 1)};
   const int64_t n_steps = w.cols / 256;
   const int nt = static_cast<int>(x.rows);
@@ -263,11 +276,15 @@ __device__ __forceinline__ float q6_dot(const Q6Row& r, const float (&xs)[4][2][
 }
 
 template <int NT>
-__global__ void __launch_bounds__(128, 4) q6k_rows_kernel(WMat w, CFMat x, FMat y) {
+__global__ void __launch_bounds__(128, 4) q6k_rows_kernel(Group group, CFMat x) {
   constexpr int kQ6Rows = q6_rows(NT);
   __shared__ float red[4][kQ6Rows * NT];
   const int tid = threadIdx.x, part = tid & 7, lane = tid & 31, warp = tid >> 5;
-  const int64_t row0 = int64_t(blockIdx.x) * kQ6Rows;
+  int64_t row0;
+  const int mi = block_rows(group, kQ6Rows, &row0);
+  wait_for_inputs();
+  const WMat w = group.w[mi];
+  const FMat y = group.y[mi];
   const int64_t n_blocks = w.cols / 256;
   const int nt = static_cast<int>(x.rows);
   const int base = 128 * (part >> 2) + 8 * (part & 3);
@@ -340,37 +357,33 @@ cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
   return kquant_gemv_group(s, x, &w, &y, 1);
 }
 
+// One launch per weight type present.
 cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n) {
   if (x.rows == 0) return cudaSuccess;
-  Q4Group q4{};
-  unsigned tiles = 0;
-  for (int i = 0; i < n; ++i) {
-    if (w[i].rows == 0) continue;
-    if (w[i].type == DType::Q4_K) {
-      tiles += static_cast<unsigned>((w[i].rows + 15) / 16);
-      q4.w[q4.n] = w[i];
-      q4.y[q4.n] = y[i];
-      q4.end[q4.n++] = tiles;
-      continue;
-    }
-    launch_by_tokens(x.rows, [&](auto nt) {
-      constexpr int NT = decltype(nt)::value;
-      if (w[i].type == DType::Q8_0) {
-        const auto blocks = static_cast<unsigned>((w[i].rows + 15) / 16);
-        q8_0_mma_kernel<NT><<<blocks, kQ4Warps * 32, mma_smem_bytes<NT>(), s>>>(w[i], x, y[i]);
-        return;
+  cudaError_t e = cudaSuccess;
+  launch_by_tokens(x.rows, [&](auto nt) {
+    constexpr int NT = decltype(nt)::value;
+    for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
+      const int64_t block_rows = type == DType::Q6_K ? q6_rows(NT) : 16;
+      Group group{};
+      unsigned blocks = 0;
+      for (int i = 0; i < n; ++i) {
+        if (w[i].type != type || w[i].rows == 0) continue;
+        blocks += static_cast<unsigned>((w[i].rows + block_rows - 1) / block_rows);
+        group.w[group.n] = w[i];
+        group.y[group.n] = y[i];
+        group.end[group.n++] = blocks;
       }
-      const auto blocks = static_cast<unsigned>((w[i].rows + q6_rows(NT) - 1) / q6_rows(NT));
-      q6k_rows_kernel<NT><<<blocks, 128, 0, s>>>(w[i], x, y[i]);
-    });
-  }
-  if (q4.n > 0) {
-    launch_by_tokens(x.rows, [&](auto nt) {
-      constexpr int NT = decltype(nt)::value;
-      q4k_mma_kernel<NT><<<tiles, kQ4Warps * 32, mma_smem_bytes<NT>(), s>>>(q4, x);
-    });
-  }
-  return cudaGetLastError();
+      if (group.n == 0 || e != cudaSuccess) continue;
+      if (type == DType::Q4_K)
+        e = launch(q4k_mma_kernel<NT>, blocks, kQ4Warps * 32, mma_smem_bytes<NT>(), s, group, x);
+      else if (type == DType::Q8_0)
+        e = launch(q8_0_mma_kernel<NT>, blocks, kQ4Warps * 32, mma_smem_bytes<NT>(), s, group, x);
+      else
+        e = launch(q6k_rows_kernel<NT>, blocks, 128, 0, s, group, x);
+    }
+  });
+  return e;
 }
 
 cudaError_t init_kquant_gemv() {

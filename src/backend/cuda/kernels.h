@@ -53,10 +53,12 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
 // applicable: one launch per weight type; each y[i] is what the group of w[i] alone gives.
 bool kquant_batch_applies(const WMat& w, CFMat x);
 cudaError_t kquant_batch_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n);
-// Rows [r0, r0 + n) of w decoded and split as w ~= hi + lo, both IEEE half, dense [n, w.cols].
+// Rows [r0, r0 + n) of w decoded and split as w ~= hi + lo, both IEEE half, dense [n, w.cols]; with lo
+// null, w ~= hi (rounded to half).
 cudaError_t dequant_rows_f16(cudaStream_t s, const WMat& w, int64_t r0, int64_t n, void* hi, void* lo);
 // x ~= hi + lo, both dense [x.rows, x.cols] in half (bf16 = false) or bfloat16 (bf16 = true): the
-// two-term split carries about 22 (half) or 16 (bfloat16) mantissa bits through a 16-bit GEMM.
+// two-term split carries about 22 (half) or 16 (bfloat16) mantissa bits through a 16-bit GEMM. With lo
+// null, x ~= hi.
 cudaError_t split_activations(cudaStream_t s, CFMat x, bool bf16, void* hi, void* lo);
 // out[i] = table[ids[i]] as float32.
 cudaError_t embed(cudaStream_t s, const WMat& table, const int32_t* ids, FMat out);

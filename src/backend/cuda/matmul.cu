@@ -37,8 +37,10 @@ __device__ __forceinline__ void load_x(const float* xr, int64_t a0, int64_t b0, 
 template <class Q, int NT>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_kernel(WMat w, CFMat x, FMat y, bool wvec, bool xvec) {
+  const int64_t row0 = int64_t(blockIdx.x) * kGemvWarps;
+  wait_for_inputs();
   const int lane = threadIdx.x & 31;
-  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  const int64_t r = row0 + (threadIdx.x >> 5);
   if (r >= w.rows) return;
   const uint8_t* row = w.p + r * w.row_bytes;
   const int64_t k = w.cols, n_chunks = (k + 7) / 8;
@@ -77,6 +79,8 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 template <class Q, bool kGateUp>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     expert_gemv_kernel(EMat w, EMat u, CFMat x, bool per_token, Routing rt, FMat y, bool wvec, bool xvec) {
+  allow_dependents();
+  wait_for_inputs();
   constexpr int NT = kGemvMaxTokens;
   const int lane = threadIdx.x & 31;
   const int64_t e = blockIdx.y, r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
@@ -128,6 +132,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 // One warp per token: the k largest logits by repeated warp argmax (ties to the lower expert id),
 // then their softmax weights. Expert e is lane e % 32, bit e / 32 of that lane's `taken`.
 __global__ void route_kernel(CFMat logits, bool normalize, Routing rt) {
+  allow_dependents();
+  wait_for_inputs();
   const int lane = threadIdx.x & 31;
   const int64_t t = int64_t(blockIdx.x) * 4 + (threadIdx.x >> 5);
   if (t >= rt.n_tokens) return;
@@ -167,6 +173,8 @@ __global__ void route_kernel(CFMat logits, bool normalize, Routing rt) {
 
 // Counting sort of the pairs by expert, in one block: thread per expert, pairs in increasing order.
 __global__ void group_kernel(Routing rt) {
+  allow_dependents();
+  wait_for_inputs();
   extern __shared__ int32_t start[];  // [n_experts + 1]
   const int64_t n_pairs = rt.n_tokens * rt.k;
   for (int64_t e = threadIdx.x; e < rt.n_experts; e += blockDim.x) {
@@ -192,6 +200,8 @@ __global__ void group_kernel(Routing rt) {
 }
 
 __global__ void combine_kernel(CFMat y, Routing rt, FMat out) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < y.cols; c += blockDim.x) {
     float acc = 0.0f;
@@ -201,15 +211,33 @@ __global__ void combine_kernel(CFMat y, Routing rt, FMat out) {
   }
 }
 
-__device__ __forceinline__ void store_split(float v, __half* hi, __half* lo) {
-  const __half h = __float2half_rn(v);
-  *hi = h;
-  *lo = __float2half_rn(v - __half2float(h));
+// Columns at .. at + 3 (those below `left`) of w ~= hi + lo, or of w ~= hi when lo is null; four halves
+// go out as one 8-byte store where aligned.
+__device__ __forceinline__ void store_quad(const float* v, int64_t at, int64_t left, __half* __restrict__ hi,
+                                           __half* __restrict__ lo) {
+  if (left >= 4 && at % 4 == 0) {
+    const __half2 h01 = __floats2half2_rn(v[0], v[1]), h23 = __floats2half2_rn(v[2], v[3]);
+    *reinterpret_cast<__half2*>(hi + at) = h01;
+    *reinterpret_cast<__half2*>(hi + at + 2) = h23;
+    if (lo) {
+      const float2 b01 = __half22float2(h01), b23 = __half22float2(h23);
+      *reinterpret_cast<__half2*>(lo + at) = __floats2half2_rn(v[0] - b01.x, v[1] - b01.y);
+      *reinterpret_cast<__half2*>(lo + at + 2) = __floats2half2_rn(v[2] - b23.x, v[3] - b23.y);
+    }
+    return;
+  }
+  for (int i = 0; i < 4 && i < left; ++i) {
+    const __half h = __float2half_rn(v[i]);
+    hi[at + i] = h;
+    if (lo) lo[at + i] = __float2half_rn(v[i] - __half2float(h));
+  }
 }
 
 template <class Q>
 __global__ void dequant_f16_kernel(WMat w, int64_t r0, __half* __restrict__ hi, __half* __restrict__ lo,
                                    bool wvec) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t r = r0 + blockIdx.x;
   const uint8_t* row = w.p + r * w.row_bytes;
   const int64_t off = int64_t(blockIdx.x) * w.cols;
@@ -218,15 +246,15 @@ __global__ void dequant_f16_kernel(WMat w, int64_t r0, __half* __restrict__ hi, 
     float wv[8];
     int64_t a0, b0;
     Q::load(row, c, k, wvec, wv, &a0, &b0);
-    for (int i = 0; i < 4; ++i) {
-      if (a0 + i < k) store_split(wv[i], hi + off + a0 + i, lo + off + a0 + i);
-      if (b0 + i < k) store_split(wv[4 + i], hi + off + b0 + i, lo + off + b0 + i);
-    }
+    store_quad(wv, off + a0, k - a0, hi, lo);
+    store_quad(wv + 4, off + b0, k - b0, hi, lo);
   }
 }
 
 template <class Q>
 __global__ void embed_kernel(WMat table, const int32_t* __restrict__ ids, FMat out, bool wvec) {
+  allow_dependents();
+  wait_for_inputs();
   const uint8_t* row = table.p + int64_t(ids[blockIdx.x]) * table.row_bytes;
   float* o = out.p + int64_t(blockIdx.x) * out.ld;
   const int64_t k = table.cols, n_chunks = (k + 7) / 8;
@@ -243,6 +271,8 @@ __global__ void embed_kernel(WMat table, const int32_t* __restrict__ ids, FMat o
 
 template <bool kBf16>
 __global__ void split_kernel(CFMat x, void* hi, void* lo) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t n = x.rows * x.cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -251,11 +281,11 @@ __global__ void split_kernel(CFMat x, void* hi, void* lo) {
     if constexpr (kBf16) {
       const __nv_bfloat16 h = __float2bfloat16_rn(v);
       static_cast<__nv_bfloat16*>(hi)[i] = h;
-      static_cast<__nv_bfloat16*>(lo)[i] = __float2bfloat16_rn(v - __bfloat162float(h));
+      if (lo) static_cast<__nv_bfloat16*>(lo)[i] = __float2bfloat16_rn(v - __bfloat162float(h));
     } else {
       const __half h = __float2half_rn(v);
       static_cast<__half*>(hi)[i] = h;
-      static_cast<__half*>(lo)[i] = __float2half_rn(v - __half2float(h));
+      if (lo) static_cast<__half*>(lo)[i] = __float2half_rn(v - __half2float(h));
     }
   }
 }
@@ -274,7 +304,8 @@ cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
   const unsigned blocks = static_cast<unsigned>((w.rows + kGemvWarps - 1) / kGemvWarps);
   dispatch_chunk(w.type, [&](auto q) {
     launch_by_tokens(x.rows, [&](auto nt) {
-      gemv_kernel<decltype(q), decltype(nt)::value><<<blocks, kGemvWarps * 32, 0, s>>>(w, x, y, wvec, xvec);
+      launch(gemv_kernel<decltype(q), decltype(nt)::value>, blocks, kGemvWarps * 32, 0, s, w, x, y, wvec,
+             xvec);
     });
   });
   return cudaGetLastError();
@@ -292,23 +323,25 @@ cudaError_t expert_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, 
   dispatch_chunk(w.type, [&](auto q) {
     using Q = decltype(q);
     if (up)
-      expert_gemv_kernel<Q, true><<<grid, kGemvWarps * 32, 0, s>>>(w, *up, x, per_token, r, out, wvec, xvec);
+      launch(expert_gemv_kernel<Q, true>, grid, kGemvWarps * 32, 0, s, w, *up, x, per_token, r, out, wvec,
+             xvec);
     else
-      expert_gemv_kernel<Q, false><<<grid, kGemvWarps * 32, 0, s>>>(w, w, x, per_token, r, out, wvec, xvec);
+      launch(expert_gemv_kernel<Q, false>, grid, kGemvWarps * 32, 0, s, w, w, x, per_token, r, out, wvec,
+             xvec);
   });
   return cudaGetLastError();
 }
 
 cudaError_t moe_route(cudaStream_t s, CFMat logits, bool normalize, const Routing& r) {
   if (r.n_tokens == 0) return cudaSuccess;
-  route_kernel<<<static_cast<unsigned>((r.n_tokens + 3) / 4), 128, 0, s>>>(logits, normalize, r);
-  group_kernel<<<1, 256, static_cast<size_t>(r.n_experts + 1) * sizeof(int32_t), s>>>(r);
+  launch(route_kernel, static_cast<unsigned>((r.n_tokens + 3) / 4), 128, 0, s, logits, normalize, r);
+  launch(group_kernel, 1, 256, static_cast<size_t>(r.n_experts + 1) * sizeof(int32_t), s, r);
   return cudaGetLastError();
 }
 
 cudaError_t moe_combine(cudaStream_t s, CFMat y, const Routing& r, FMat out) {
   if (r.n_tokens == 0) return cudaSuccess;
-  combine_kernel<<<static_cast<unsigned>(r.n_tokens), 256, 0, s>>>(y, r, out);
+  launch(combine_kernel, static_cast<unsigned>(r.n_tokens), 256, 0, s, y, r, out);
   return cudaGetLastError();
 }
 
@@ -316,8 +349,8 @@ cudaError_t dequant_rows_f16(cudaStream_t s, const WMat& w, int64_t r0, int64_t 
   if (n == 0) return cudaSuccess;
   const bool wvec = weight_rows_vectorizable(w);
   dispatch_chunk(w.type, [&](auto q) {
-    dequant_f16_kernel<decltype(q)><<<static_cast<unsigned>(n), 128, 0, s>>>(w, r0, static_cast<__half*>(hi),
-                                                                             static_cast<__half*>(lo), wvec);
+    launch(dequant_f16_kernel<decltype(q)>, static_cast<unsigned>(n), 128, 0, s, w, r0,
+           static_cast<__half*>(hi), static_cast<__half*>(lo), wvec);
   });
   return cudaGetLastError();
 }
@@ -327,9 +360,9 @@ cudaError_t split_activations(cudaStream_t s, CFMat x, bool bf16, void* hi, void
   if (n == 0) return cudaSuccess;
   const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536));
   if (bf16)
-    split_kernel<true><<<blocks, 256, 0, s>>>(x, hi, lo);
+    launch(split_kernel<true>, blocks, 256, 0, s, x, hi, lo);
   else
-    split_kernel<false><<<blocks, 256, 0, s>>>(x, hi, lo);
+    launch(split_kernel<false>, blocks, 256, 0, s, x, hi, lo);
   return cudaGetLastError();
 }
 
@@ -337,7 +370,7 @@ cudaError_t embed(cudaStream_t s, const WMat& table, const int32_t* ids, FMat ou
   if (out.rows == 0) return cudaSuccess;
   const bool wvec = weight_rows_vectorizable(table);
   dispatch_chunk(table.type, [&](auto q) {
-    embed_kernel<decltype(q)><<<static_cast<unsigned>(out.rows), 128, 0, s>>>(table, ids, out, wvec);
+    launch(embed_kernel<decltype(q)>, static_cast<unsigned>(out.rows), 128, 0, s, table, ids, out, wvec);
   });
   return cudaGetLastError();
 }
