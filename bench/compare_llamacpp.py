@@ -18,17 +18,19 @@ import sys
 import time
 
 
-def ferrum_bench(binary, model, threads, pp, tg, reps):
+def ferrum_bench(binary, model, threads, pp, tg, reps, mmap):
     out = subprocess.run([binary, "bench", "-m", model, "-t", str(threads), "-p", str(pp), "-n", str(tg), "-r",
-                          str(reps), "--json"], check=True, capture_output=True, text=True).stdout
+                          str(reps), "--json"] + ([] if mmap else ["--no-mmap"]),
+                         check=True, capture_output=True, text=True).stdout
     rows = json.loads(out)
     return {r["test"]: (r["tokens_per_s"], r["stddev"]) for r in rows}
 
 
-def llamacpp_bench(model, threads, pp, tg, reps):
+def llamacpp_bench(model, threads, pp, tg, reps, mmap):
     import llama_cpp as lc
     lc.llama_backend_init()
     mp = lc.llama_model_default_params()
+    mp.use_mmap = mmap
     m = lc.llama_model_load_from_file(model.encode(), mp)
     if not m:
         raise RuntimeError(f"llama.cpp could not load {model}")
@@ -104,17 +106,21 @@ def main():
     ap.add_argument("-r", "--repetitions", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2, help="alternating ferrum/llama.cpp rounds")
     ap.add_argument("--ferrum", default=os.environ.get("FERRUM_BIN", "build/tools/ferrum/ferrum"))
+    ap.add_argument("--no-mmap", action="store_true",
+                    help="both engines load the weights into memory instead of mapping the file")
     a = ap.parse_args()
     import llama_cpp
-    print(f"llama.cpp via llama-cpp-python {llama_cpp.__version__}; threads {a.threads}")
+    print(f"llama.cpp via llama-cpp-python {llama_cpp.__version__}; threads {a.threads}"
+          f"{'; --no-mmap (both)' if a.no_mmap else ''}")
     print(f"| model | test | ferrum t/s | llama.cpp t/s | ratio |")
     print(f"|---|---|---:|---:|---:|")
     for model in a.models:
         fr, lr = {}, {}
         for _ in range(a.rounds):  # alternate so drift (thermal, other load) hits both
-            for k, v in ferrum_bench(a.ferrum, model, a.threads, a.n_prompt, a.n_gen, a.repetitions).items():
+            for k, v in ferrum_bench(a.ferrum, model, a.threads, a.n_prompt, a.n_gen, a.repetitions,
+                                     not a.no_mmap).items():
                 fr.setdefault(k, []).append(v[0])
-            for k, v in llamacpp_bench(model, a.threads, a.n_prompt, a.n_gen, a.repetitions).items():
+            for k, v in llamacpp_bench(model, a.threads, a.n_prompt, a.n_gen, a.repetitions, not a.no_mmap).items():
                 lr.setdefault(k, []).append(v[0])
         for k in fr:
             f, l = statistics.mean(fr[k]), statistics.mean(lr[k])

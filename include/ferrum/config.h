@@ -20,13 +20,15 @@ struct RuntimeConfig {
   int64_t max_batch_tokens = 512;  // tokens per forward step; longer prompts are chunked
   bool profile = false;            // per-stage timings
   bool step_graphs = true;         // record decode steps once per batch size and replay them (CUDA graphs)
+  bool mmap = true;                // CPU: use the weights from a mapping of the file; false (--no-mmap)
+                                   //   copies them into huge-page memory (faster decode, slower start)
   bool exact_gemm = false;         // CUDA: products of quantized weights over more than 64 tokens (prefill)
                                    //   keep float32 accuracy (three f16 products of split operands)
                                    //   instead of one product of f16-rounded weights and activations
 
   // Defaults overridden by FERRUM_BACKEND, FERRUM_THREADS, FERRUM_KV_CAPACITY, FERRUM_MAX_SEQS,
   // FERRUM_KV_BLOCKS, FERRUM_KV_MEMORY_MIB, FERRUM_MAX_BATCH_TOKENS, FERRUM_PROFILE, FERRUM_STEP_GRAPHS,
-  // FERRUM_EXACT_GEMM (0/1). A malformed value is an error naming the variable.
+  // FERRUM_MMAP, FERRUM_EXACT_GEMM (0/1). A malformed value is an error naming the variable.
   static Result<RuntimeConfig> from_env();
   std::string to_string() const;
 };

@@ -97,6 +97,8 @@ class Backend {
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   // Makes a weight usable by ops: the CPU uses the mapping in place; a GPU uploads it.
   virtual Result<Tensor> upload_weight(const Tensor& host_view) = 0;
+  // Whether ops read weights where upload_weight found them (host backends) rather than from a copy.
+  virtual bool reads_host_weights() const { return true; }
   virtual void sync() = 0;
   // Waits for queued ops and returns the first failure since the last check (a device fault, an
   // out-of-memory scratch, a shape the backend cannot run), then clears it. Ops have no error

@@ -22,7 +22,7 @@ Status env_int(const char* name, int64_t lo, int64_t hi, int64_t* out) {
 Result<RuntimeConfig> RuntimeConfig::from_env() {
   RuntimeConfig c;
   if (const char* b = std::getenv("FERRUM_BACKEND"); b && *b) c.backend = b;
-  int64_t threads = c.threads, profile = 0, graphs = 1, exact = 0;
+  int64_t threads = c.threads, profile = 0, graphs = 1, exact = 0, mmap = 1;
   FERRUM_TRY(env_int("FERRUM_THREADS", 0, 4096, &threads));
   c.threads = static_cast<int>(threads);
   FERRUM_TRY(env_int("FERRUM_KV_CAPACITY", 0, int64_t{1} << 24, &c.kv_capacity));
@@ -34,6 +34,8 @@ Result<RuntimeConfig> RuntimeConfig::from_env() {
   c.profile = profile != 0;
   FERRUM_TRY(env_int("FERRUM_STEP_GRAPHS", 0, 1, &graphs));
   c.step_graphs = graphs != 0;
+  FERRUM_TRY(env_int("FERRUM_MMAP", 0, 1, &mmap));
+  c.mmap = mmap != 0;
   FERRUM_TRY(env_int("FERRUM_EXACT_GEMM", 0, 1, &exact));
   c.exact_gemm = exact != 0;
   return c;
@@ -42,11 +44,11 @@ Result<RuntimeConfig> RuntimeConfig::from_env() {
 std::string RuntimeConfig::to_string() const {
   return fmt::format(
       "backend={} threads={} kv_capacity={} max_seqs={} kv_blocks={} max_batch_tokens={} profile={} "
-      "step_graphs={} exact_gemm={}",
+      "step_graphs={} mmap={} exact_gemm={}",
       backend, threads == 0 ? std::string("all") : std::to_string(threads),
       kv_capacity == 0 ? std::string("auto") : std::to_string(kv_capacity), max_seqs,
       kv_blocks == 0 ? std::string("auto") : std::to_string(kv_blocks), max_batch_tokens, profile,
-      step_graphs, exact_gemm);
+      step_graphs, mmap, exact_gemm);
 }
 
 }  // namespace ferrum

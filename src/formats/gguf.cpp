@@ -145,8 +145,8 @@ Status read_value(Reader& r, GgufType type, GgufValue* v, const std::string& key
 
 }  // namespace
 
-Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
-  FERRUM_ASSIGN_OR_RETURN(auto file, MappedFile::open(path));
+Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path, FileAccess access) {
+  FERRUM_ASSIGN_OR_RETURN(auto file, MappedFile::open(path, access));
   return parse(std::move(file));
 }
 

@@ -51,7 +51,7 @@ struct GgufTensorInfo {
 
 class GgufFile {
  public:
-  static Result<std::unique_ptr<GgufFile>> open(const std::string& path);
+  static Result<std::unique_ptr<GgufFile>> open(const std::string& path, FileAccess access = FileAccess::Map);
   // Parses a mapping made elsewhere (tests, the fuzzer).
   static Result<std::unique_ptr<GgufFile>> parse(std::shared_ptr<MappedFile> file);
 

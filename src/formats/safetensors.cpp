@@ -63,7 +63,7 @@ Status SafetensorsSet::add_file(std::shared_ptr<MappedFile> file) {
   return {};
 }
 
-Result<std::unique_ptr<SafetensorsSet>> SafetensorsSet::open(const std::string& path) {
+Result<std::unique_ptr<SafetensorsSet>> SafetensorsSet::open(const std::string& path, FileAccess access) {
   auto set = std::make_unique<SafetensorsSet>();
   std::vector<std::string> files;
   if (fs::is_directory(path)) {
@@ -88,7 +88,7 @@ Result<std::unique_ptr<SafetensorsSet>> SafetensorsSet::open(const std::string& 
     files.push_back(path);
   }
   for (auto& f : files) {
-    FERRUM_ASSIGN_OR_RETURN(auto mf, MappedFile::open(f));
+    FERRUM_ASSIGN_OR_RETURN(auto mf, MappedFile::open(f, access));
     FERRUM_TRY(set->add_file(std::move(mf)));
   }
   return set;

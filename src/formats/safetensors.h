@@ -25,7 +25,8 @@ struct SafetensorsTensor {
 class SafetensorsSet {
  public:
   // `path` is a .safetensors file or a folder (model.safetensors, or the sharded index).
-  static Result<std::unique_ptr<SafetensorsSet>> open(const std::string& path);
+  static Result<std::unique_ptr<SafetensorsSet>> open(const std::string& path,
+                                                       FileAccess access = FileAccess::Map);
   // Parses one mapping (tests, fuzzer) and adds its tensors.
   Status add_file(std::shared_ptr<MappedFile> file);
 

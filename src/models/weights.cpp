@@ -62,16 +62,16 @@ bool NameMap::unused(const std::string& hf_name) const {
   return false;
 }
 
-Result<std::unique_ptr<WeightStore>> WeightStore::open(const std::string& path) {
+Result<std::unique_ptr<WeightStore>> WeightStore::open(const std::string& path, FileAccess access) {
   std::unique_ptr<WeightStore> w(new WeightStore());
   w->path_ = path;
   namespace fs = std::filesystem;
   if (!fs::exists(path)) return Error(path + ": no such file or folder");
   if (fs::is_directory(path)) {
     FERRUM_ASSIGN_OR_RETURN(w->config_, config_from_hf(path));
-    FERRUM_ASSIGN_OR_RETURN(w->st_, SafetensorsSet::open(path));
+    FERRUM_ASSIGN_OR_RETURN(w->st_, SafetensorsSet::open(path, access));
   } else {
-    FERRUM_ASSIGN_OR_RETURN(w->gguf_, GgufFile::open(path));
+    FERRUM_ASSIGN_OR_RETURN(w->gguf_, GgufFile::open(path, access));
     FERRUM_ASSIGN_OR_RETURN(w->config_, config_from_gguf(*w->gguf_));
   }
   return w;

@@ -44,8 +44,9 @@ class NameMap {
 
 class WeightStore {
  public:
-  // `path`: a .gguf file or a folder with config.json + safetensors.
-  static Result<std::unique_ptr<WeightStore>> open(const std::string& path);
+  // `path`: a .gguf file or a folder with config.json + safetensors; `access` as in MappedFile.
+  static Result<std::unique_ptr<WeightStore>> open(const std::string& path,
+                                                   FileAccess access = FileAccess::Map);
   ~WeightStore();
 
   const ModelConfig& config() const { return config_; }

@@ -66,7 +66,9 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   FERRUM_ASSIGN_OR_RETURN(
       im->backend,
       create_backend(cfg.backend, BackendOptions{.threads = cfg.threads, .exact_gemm = cfg.exact_gemm}));
-  FERRUM_ASSIGN_OR_RETURN(im->weights, WeightStore::open(path));
+  // GPU backends upload the weights; a host copy would only hold memory.
+  const bool copy = !cfg.mmap && im->backend->reads_host_weights();
+  FERRUM_ASSIGN_OR_RETURN(im->weights, WeightStore::open(path, copy ? FileAccess::Copy : FileAccess::Map));
   const ModelConfig& mc = im->weights->config();
   FERRUM_ASSIGN_OR_RETURN(const Architecture* arch, find_architecture(mc.arch));
   FERRUM_ASSIGN_OR_RETURN(im->model, arch->build(*im->weights, *im->backend, im->profiler));

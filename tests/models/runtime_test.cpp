@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/mapped_file.h"
 #include "fixture_util.h"
 
 namespace ferrum::testing {
@@ -186,6 +187,31 @@ TEST(Runtime, LongPromptsAreChunkedWithoutChangingResults) {
   auto lb = row0(b.value()->prefill(0, ids));
   ASSERT_EQ(la.size(), lb.size());
   EXPECT_LE(max_abs_diff(la.data(), lb.data(), la.size()), 1e-4f * max_abs(lb.data(), lb.size()));
+}
+
+// FileAccess::Copy (--no-mmap) holds the same bytes as the mapping, 2 MiB-aligned for huge pages, and
+// the model computes the same logits bit for bit from them.
+TEST(Runtime, CopiedWeightsEqualMappedOnes) {
+  const std::string model = "models/stories260K.gguf";
+  FERRUM_REQUIRE_SHARED(model);
+  auto mapped = MappedFile::open(shared_path(model), FileAccess::Map);
+  auto copied = MappedFile::open(shared_path(model), FileAccess::Copy);
+  ASSERT_TRUE(mapped.ok() && copied.ok());
+  ASSERT_EQ(copied.value()->size(), mapped.value()->size());
+  EXPECT_EQ(std::memcmp(copied.value()->data(), mapped.value()->data(), mapped.value()->size()), 0);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(copied.value()->data()) % (size_t{2} << 20), 0u);
+
+  const std::vector<int32_t> ids = {1, 400, 12, 77, 300, 5};
+  std::vector<float> logits[2];
+  for (bool mmap : {true, false}) {
+    RuntimeConfig cfg = test_config();
+    cfg.mmap = mmap;
+    auto r = Runtime::load(shared_path(model), cfg);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    logits[mmap] = row0(r.value()->prefill(0, ids));
+  }
+  ASSERT_FALSE(logits[0].empty());
+  EXPECT_EQ(logits[0], logits[1]);
 }
 
 // The KV cache is always paged; a "contiguous" sequence is one whose blocks happen to be consecutive.

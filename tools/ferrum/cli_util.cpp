@@ -25,6 +25,9 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
   cmd->add_flag(
       "--no-step-graphs", no_step_graphs,
       "Run every decode step op by op instead of replaying recorded CUDA graphs (env FERRUM_STEP_GRAPHS=0)");
+  cmd->add_flag("--no-mmap", no_mmap,
+                "CPU: copy the weights into huge-page memory instead of mapping the file (faster decode; env "
+                "FERRUM_MMAP=0)");
   cmd->add_flag(
       "--exact-gemm", exact_gemm,
       "CUDA: prefill products of quantized weights to float32 accuracy (three f16 products) instead of "
@@ -41,6 +44,7 @@ Result<RuntimeConfig> RuntimeFlags::resolve() const {
   if (max_batch_tokens > 0) c.max_batch_tokens = max_batch_tokens;
   if (profile) c.profile = true;
   if (no_step_graphs) c.step_graphs = false;
+  if (no_mmap) c.mmap = false;
   if (exact_gemm) c.exact_gemm = true;
   return c;
 }

@@ -22,6 +22,7 @@ struct RuntimeFlags {
   int64_t max_batch_tokens = -1;
   bool profile = false;
   bool no_step_graphs = false;
+  bool no_mmap = false;
   bool exact_gemm = false;
   void add_to(CLI::App* cmd);
   Result<RuntimeConfig> resolve() const;

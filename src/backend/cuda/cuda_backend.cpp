@@ -86,6 +86,7 @@ class CudaBackend final : public Backend {
   void copy_to_device(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   Result<Tensor> upload_weight(const Tensor& host_view) override;
+  bool reads_host_weights() const override { return false; }
   void sync() override;
   Status check() override;
   bool can_record() const override { return true; }
