@@ -4,11 +4,11 @@
 // whole model from HBM as a real one does (nothing stays in L2). What the table leaves out of ferrum
 // bench's step time is the rest of the step: norms, RoPE, attention, KV writes, launches between them.
 //
-//   bench_cuda_matmul [--shape llama-3.1-8b|qwen3-0.6b] [--type Q4_K_M|Q8_0|Q6_K|Q4_K|BF16|F16]
+//   bench_cuda_matmul [--shape llama-3.1-8b|qwen3-0.6b] [--type Q4_K_M|Q5_K_M|Q8_0|Q6_K|Q4_0|BF16|F16]
 //                     [--tokens 1,8,32,64] [--reps 20] [--hbm-tbs 4.8]
 //
-// Weights: 16 distinct random rows per matrix shape (quantized by ferrum's quantizer), repeated; the
-// Q4_K_M mix is llama-quantize's (output Q6_K; attn_v and ffn_down Q6_K on use_more_bits layers).
+// Weights: 16 distinct random rows per matrix shape (quantized by ferrum's quantizer), repeated; every
+// tensor gets the type `ferrum quantize` gives it for that file type (choose_tensor_type).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "models/gguf_export.h"
 #include "quant/quantize.h"
 
 namespace {
@@ -48,8 +49,6 @@ T value_or_die(Result<T> r, const char* what) {
   if (!r.ok()) die(std::string(what) + ": " + r.status().message());
   return std::move(r).value();
 }
-
-bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
 // Host copies of one matrix shape per type, made once: 16 random rows repeated.
 class HostWeights {
@@ -112,21 +111,16 @@ int main(int argc, char** argv) {
   }
   if (!kShapes.count(shape_name)) die("unknown shape " + shape_name);
   const Shape s = kShapes.at(shape_name);
-  const bool mix = type_name == "Q4_K_M";
-  DType base = DType::Q4_K;
-  if (!mix) {
-    const DType named[] = {DType::Q8_0, DType::Q6_K, DType::Q4_K, DType::BF16, DType::F16};
-    const auto it =
-        std::find_if(std::begin(named), std::end(named), [&](DType t) { return type_name == dtype_name(t); });
-    if (it == std::end(named)) die("unknown type " + type_name);
-    base = *it;
-  }
+  const FileType file_type = value_or_die(parse_file_type(type_name), "--type");
+  const TensorTypeContext type_ctx{.n_layers = s.layers};
 
   auto be = value_or_die(create_backend("cuda", 0), "cuda backend");
   HostWeights host;
   size_t total_bytes = 0;
   std::map<std::string, size_t> class_bytes;
-  auto upload = [&](const char* cls, DType t, int64_t rows, int64_t cols) {
+  // Tensor `name` ([rows, cols]) in the type ferrum quantize gives it.
+  auto upload = [&](const char* cls, const std::string& name, int64_t rows, int64_t cols) {
+    const DType t = choose_tensor_type(file_type, name, {cols, rows}, type_ctx);
     const auto& h = host.get(t, rows, cols);
     Tensor w = value_or_die(
         be->upload_weight(Tensor::matrix_view(t, const_cast<uint8_t*>(h.data()), rows, cols)), "upload");
@@ -136,13 +130,16 @@ int main(int argc, char** argv) {
   };
   std::vector<Layer> layers;
   for (int64_t l = 0; l < s.layers; ++l) {
-    const DType more = mix && use_more_bits(l, s.layers) ? DType::Q6_K : base;
-    layers.push_back({upload("qkv", base, s.q_dim, s.hidden), upload("qkv", base, s.kv_dim, s.hidden),
-                      upload("qkv", more, s.kv_dim, s.hidden), upload("o", base, s.hidden, s.q_dim),
-                      upload("gate_up", base, s.ffn, s.hidden), upload("gate_up", base, s.ffn, s.hidden),
-                      upload("down", more, s.hidden, s.ffn)});
+    const std::string blk = "blk." + std::to_string(l) + ".";
+    layers.push_back({upload("qkv", blk + "attn_q.weight", s.q_dim, s.hidden),
+                      upload("qkv", blk + "attn_k.weight", s.kv_dim, s.hidden),
+                      upload("qkv", blk + "attn_v.weight", s.kv_dim, s.hidden),
+                      upload("o", blk + "attn_output.weight", s.hidden, s.q_dim),
+                      upload("gate_up", blk + "ffn_gate.weight", s.ffn, s.hidden),
+                      upload("gate_up", blk + "ffn_up.weight", s.ffn, s.hidden),
+                      upload("down", blk + "ffn_down.weight", s.hidden, s.ffn)});
   }
-  const Tensor output = upload("output", mix ? DType::Q6_K : base, s.vocab, s.hidden);
+  const Tensor output = upload("output", "output.weight", s.vocab, s.hidden);
   std::printf("%s %s: %.2f GB of weight products a step (%d layers + output)\n", shape_name.c_str(),
               type_name.c_str(), total_bytes / 1e9, static_cast<int>(s.layers));
   std::printf("| tokens | class | GB | µs a step | TB/s | HBM %% |\n|---|---|---|---|---|---|\n");

@@ -37,10 +37,9 @@ __device__ __forceinline__ void load_x(const float* xr, int64_t a0, int64_t b0, 
 template <class Q, int NT>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_kernel(WMat w, CFMat x, FMat y, bool wvec, bool xvec) {
-  const int64_t row0 = int64_t(blockIdx.x) * kGemvWarps;
   wait_for_inputs();
   const int lane = threadIdx.x & 31;
-  const int64_t r = row0 + (threadIdx.x >> 5);
+  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
   if (r >= w.rows) return;
   const uint8_t* row = w.p + r * w.row_bytes;
   const int64_t k = w.cols, n_chunks = (k + 7) / 8;
@@ -79,8 +78,7 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 template <class Q, bool kGateUp>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     expert_gemv_kernel(EMat w, EMat u, CFMat x, bool per_token, Routing rt, FMat y, bool wvec, bool xvec) {
-  allow_dependents();
-  wait_for_inputs();
+  wait_for_inputs();  // the trigger is left to the exit, as in the other GEMVs
   constexpr int NT = kGemvMaxTokens;
   const int lane = threadIdx.x & 31;
   const int64_t e = blockIdx.y, r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
