@@ -412,10 +412,11 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
              : static_cast<int>(std::min<int64_t>(rows, std::max<int64_t>(256, kTileElems / k / 256 * 256)));
   const size_t tile_bytes =
       direct ? 0 : round_up(static_cast<size_t>(tile_rows) * static_cast<size_t>(k) * 2, 256);
-  if (!reserve_gemm(2 * act_bytes + 2 * tile_bytes)) return;
+  const size_t halves = single ? 1 : 2;  // hi only, or hi and lo, of activations and weight tiles
+  if (!reserve_gemm(halves * (act_bytes + tile_bytes))) return;
   uint8_t* base = static_cast<uint8_t*>(gemm_buf_);
-  void *xh = base, *xl = single ? nullptr : base + act_bytes, *wh = base + 2 * act_bytes,
-       *wl = single ? nullptr : base + 2 * act_bytes + tile_bytes;
+  uint8_t* wh = base + halves * act_bytes;
+  void *xh = base, *xl = single ? nullptr : base + act_bytes, *wl = single ? nullptr : wh + tile_bytes;
   note("matmul", cuda::split_activations(stream_, cfmat(x), bf16, xh, xl));
   auto product = [&](const void* a, int lda, int nr, const void* b, const float* beta, float* c) {
     note_blas("matmul", cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, k, &one, a, t16, lda, b, t16, k,
