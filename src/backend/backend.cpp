@@ -24,6 +24,20 @@ const VecOps& best_vec_ops() {
 }
 }  // namespace cpu
 
+void Backend::rope_and_cache(const RopeAndCache& a) {
+  const int64_t n = a.q.rows(), hd = a.rope.head_dim;
+  if (!a.q_norm.empty()) {
+    // Per-head norm: [n, heads * hd] viewed as [n * heads, hd] (rows are contiguous).
+    const Tensor qh = Tensor::f32(a.q.row<float>(0), n * a.n_heads, hd);
+    const Tensor kh = Tensor::f32(a.k.row<float>(0), n * a.n_kv_heads, hd);
+    rms_norm(qh, a.q_norm, a.eps, qh);
+    rms_norm(kh, a.k_norm, a.eps, kh);
+  }
+  rope(a.q, a.n_heads, a.rope, a.positions);
+  rope(a.k, a.n_kv_heads, a.rope, a.positions);
+  kv_write(a.k_cache, a.v_cache, a.k, a.v, a.slots);
+}
+
 Result<std::unique_ptr<Backend>> create_backend(const std::string& name, const BackendOptions& options) {
   const int threads = options.threads;
   if (name == "cpu") return std::unique_ptr<Backend>(new CpuBackend(threads));

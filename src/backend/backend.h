@@ -77,6 +77,19 @@ class StepGraph {
   virtual ~StepGraph() = default;
 };
 
+// The attention inputs of one layer's step (Backend::rope_and_cache): q [n_tokens, n_heads * head_dim],
+// k and v [n_tokens, n_kv_heads * head_dim], rows contiguous.
+struct RopeAndCache {
+  Tensor q, k, v;
+  int64_t n_heads = 0, n_kv_heads = 0;
+  Tensor q_norm, k_norm;  // [head_dim] per-head RMS norm weights (QK-norm), or both empty
+  float eps = 0.0f;
+  RopeParams rope;
+  const int32_t* positions = nullptr;  // [n_tokens]
+  Tensor k_cache, v_cache;
+  const int32_t* slots = nullptr;  // [n_tokens] cache rows
+};
+
 // One product of Backend::matmul_group.
 struct MatmulOut {
   const Tensor* w;
@@ -137,6 +150,10 @@ class Backend {
   // Stores k and v rows ([n_tokens, n_kv_heads * head_dim]) into the cache at the given slots.
   virtual void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
                         const int32_t* slots) = 0;
+  // Makes a step's attention inputs ready: each head of q and k RMS-normed (when q_norm is set) and
+  // rotated in place, then k and v stored into the caches, with the results of rms_norm, rope and
+  // kv_write. Runs those ops; a backend may do it in one pass.
+  virtual void rope_and_cache(const RopeAndCache& a);
   // Softmax attention of q ([n_tokens, n_heads * head_dim]) over each token's sequence in the
   // paged cache (GQA: query head h reads kv head h / (n_heads / n_kv_heads)); online softmax.
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,

@@ -108,23 +108,25 @@ AttentionScratch attention_scratch(ScratchArena& s, const ModelConfig& c, int64_
 void attention_forward(Backend& b, const ModelConfig& c, const AttentionWeights& w, const RopeParams& rope,
                        const AttentionParams& ap, const Step& step, KvCache& kv, int64_t il, const Tensor& h,
                        AttentionScratch& s, Tensor out_proj) {
-  const int64_t n = step.n_tokens;
   const MatmulOut qkv[] = {{&w.wq, s.q}, {&w.wk, s.k}, {&w.wv, s.v}};
   b.matmul_group(h, qkv);
   if (!w.bq.empty()) b.add_bias(s.q, w.bq);
   if (!w.bk.empty()) b.add_bias(s.k, w.bk);
   if (!w.bv.empty()) b.add_bias(s.v, w.bv);
-  if (!w.q_norm.empty()) {
-    // Per-head norm: view [n, heads * hd] as [n * heads, hd] (rows are contiguous).
-    Tensor qh = Tensor::f32(s.q.row<float>(0), n * c.n_heads, c.head_dim);
-    Tensor kh = Tensor::f32(s.k.row<float>(0), n * c.n_kv_heads, c.head_dim);
-    b.rms_norm(qh, w.q_norm, static_cast<float>(c.norm_eps), qh);
-    b.rms_norm(kh, w.k_norm, static_cast<float>(c.norm_eps), kh);
-  }
-  b.rope(s.q, c.n_heads, rope, step.layout.positions);
-  b.rope(s.k, c.n_kv_heads, rope, step.layout.positions);
   const bool ring = kv.windowed(il);
-  b.kv_write(kv.k(il), kv.v(il), s.k, s.v, ring ? step.window_slots : step.slots);
+  b.rope_and_cache({.q = s.q,
+                    .k = s.k,
+                    .v = s.v,
+                    .n_heads = c.n_heads,
+                    .n_kv_heads = c.n_kv_heads,
+                    .q_norm = w.q_norm,
+                    .k_norm = w.k_norm,
+                    .eps = static_cast<float>(c.norm_eps),
+                    .rope = rope,
+                    .positions = step.layout.positions,
+                    .k_cache = kv.k(il),
+                    .v_cache = kv.v(il),
+                    .slots = ring ? step.window_slots : step.slots});
   b.attention(s.q, kv.k(il), kv.v(il), ring ? step.window_layout : step.layout, ap, s.out);
   b.matmul(s.out, w.wo, out_proj);
   if (!w.bo.empty()) b.add_bias(out_proj, w.bo);

@@ -107,8 +107,13 @@ TEST_F(CudaBackendTest, SingleProductGemmIsWithinF16Rounding) {
   auto fast_be = create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = false});
   ASSERT_TRUE(fast_be.ok()) << fast_be.status().message();
   Mirror fast(*fast_be.value());
-  const float u = 0x1p-11f;
-  for (DType type : kQuantTypes) {
+  std::vector<DType> types(std::begin(kQuantTypes), std::end(kQuantTypes));
+  types.insert(types.end(), {DType::F16, DType::BF16});
+  for (DType type : types) {
+    // Unit roundoffs of the two operands: quantized weights are decoded to f16, F16/BF16 ones are exact;
+    // activations are rounded to bf16 against BF16 weights, to f16 otherwise.
+    const double uw = type == DType::F16 || type == DType::BF16 ? 0.0 : 0x1p-11;
+    const double ux = type == DType::BF16 ? 0x1p-8 : 0x1p-11;
     const int64_t k = 2304, rows = 300;
     std::vector<uint8_t> wq = stored(type, rows, k);
     std::vector<float> wf(static_cast<size_t>(rows * k));
@@ -134,7 +139,7 @@ TEST_F(CudaBackendTest, SingleProductGemmIsWithinF16Rounding) {
             sum_wx += std::fabs(double(wf[r * k + i]) * x[t * k + i]);
             sum_w += std::fabs(wf[r * k + i]);
           }
-          const double bound = sum_wx * (2 * u + double(u) * u + 2.0 * k * 0x1p-24) + sum_w * 0x1p-25;
+          const double bound = sum_wx * (uw + ux + uw * ux + 2.0 * k * 0x1p-24) + sum_w * 0x1p-25;
           const double err = std::fabs(double(got[t * rows + r]) - want[t * rows + r]);
           worst = std::max(worst, err / bound);
           outside += err > bound;

@@ -212,6 +212,61 @@ TEST_P(OpContract, Rope) {
   }
 }
 
+// rope_and_cache gives what per-head rms_norm, rope and kv_write give run one by one (the reference
+// backend runs them so): GQA heads, both rotation styles, partial rotary, with and without QK-norm,
+// cache slots out of order.
+TEST_P(OpContract, RopeAndCacheEqualsSeparateOps) {
+  for (RopeStyle style : {RopeStyle::Neox, RopeStyle::Adjacent}) {
+    for (bool qk_norm : {false, true}) {
+      for (int64_t hd : {48, 128}) {
+        const int64_t heads = 6, kv_heads = 2, rope_dim = hd == 48 ? 32 : hd, n = 3, cache_rows = 9;
+        std::vector<float> inv(static_cast<size_t>(rope_dim / 2));
+        for (size_t i = 0; i < inv.size(); ++i)
+          inv[i] = std::pow(10000.0f, -2.0f * float(i) / float(rope_dim));
+        std::vector<int32_t> pos = {0, 17, 4000}, slots = {4, 0, 7};
+        Buf q(n, heads * hd, rng), k(n, kv_heads * hd, rng), v(n, kv_heads * hd, rng);
+        Buf kc(cache_rows, kv_heads * hd, rng), vc(cache_rows, kv_heads * hd, rng);
+        Buf qn(1, hd, rng), kn(1, hd, rng);
+        const Tensor dq = dev(q), dk = dev(k), dkc = dev(kc), dvc = dev(vc);
+        const RopeAndCache d{.q = dq,
+                             .k = dk,
+                             .v = dev(v),
+                             .n_heads = heads,
+                             .n_kv_heads = kv_heads,
+                             .q_norm = qk_norm ? dev(qn) : Tensor{},
+                             .k_norm = qk_norm ? dev(kn) : Tensor{},
+                             .eps = 1e-6f,
+                             .rope = RopeParams{hd, rope_dim, style, dev(inv)},
+                             .positions = dev(pos),
+                             .k_cache = dkc,
+                             .v_cache = dvc,
+                             .slots = dev(slots)};
+        const RopeAndCache h{.q = q.t(),
+                             .k = k.t(),
+                             .v = v.t(),
+                             .n_heads = heads,
+                             .n_kv_heads = kv_heads,
+                             .q_norm = qk_norm ? qn.t() : Tensor{},
+                             .k_norm = qk_norm ? kn.t() : Tensor{},
+                             .eps = 1e-6f,
+                             .rope = RopeParams{hd, rope_dim, style, inv.data()},
+                             .positions = pos.data(),
+                             .k_cache = kc.t(),
+                             .v_cache = vc.t(),
+                             .slots = slots.data()};
+        be->rope_and_cache(d);
+        ref->rope_and_cache(h);
+        const std::string what = std::string(style == RopeStyle::Neox ? "neox" : "adjacent") +
+                                 (qk_norm ? " qk-norm" : "") + " hd=" + std::to_string(hd);
+        expect_close(host(dq), q.v, 1e-5f, "q " + what);
+        expect_close(host(dk), k.v, 1e-5f, "k " + what);
+        expect_close(host(dkc), kc.v, 1e-5f, "k cache " + what);
+        EXPECT_EQ(host(dvc), vc.v) << "v cache " << what;
+      }
+    }
+  }
+}
+
 struct AttnShape {
   int64_t heads, kv_heads, hd;
 };

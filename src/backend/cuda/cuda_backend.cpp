@@ -103,6 +103,7 @@ class CudaBackend final : public Backend {
   void matmul(const Tensor& x, const Tensor& w, Tensor out) override;
   void matmul_group(const Tensor& x, std::span<const MatmulOut> outs) override;
   void rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) override;
+  void rope_and_cache(const RopeAndCache& a) override;
   void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
                 const int32_t* slots) override;
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionLayout& layout,
@@ -188,11 +189,11 @@ CudaBackend::~CudaBackend() {
 std::string CudaBackend::describe() const {
   return fmt::format(
       "cuda ({}, sm_{}{}, {} SMs, {:.0f} GiB, device {}); matmul: GEMV up to {} tokens, Q4_K/Q6_K/Q8_0 "
-      "batched tensor-core kernels up to {} tokens, cuBLAS above (F32 in fp32; F16/BF16 as two-term 16-bit "
-      "splits; quantized {}; fp32 accumulation)",
+      "batched tensor-core kernels up to {} tokens, cuBLAS above (F32 in fp32; F16/BF16/quantized {}; fp32 "
+      "accumulation)",
       prop_.name, prop_.major, prop_.minor, prop_.multiProcessorCount,
       double(prop_.totalGlobalMem) / double(1 << 30), device_, cuda::kGemvMaxTokens, cuda::kKquantMaxTokens,
-      exact_gemm_ ? "as two-term 16-bit splits (--exact-gemm)" : "decoded to f16, one f16 product");
+      exact_gemm_ ? "as two-term 16-bit splits (--exact-gemm)" : "one 16-bit product");
 }
 
 void CudaBackend::note(const char* op, cudaError_t e) {
@@ -394,17 +395,18 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
                                             CUDA_R_32F, static_cast<int>(x.row_stride() / 4), &zero, y,
                                             CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  // 16-bit tensor-core products with fp32 accumulation. By default a quantized weight is decoded to f16
-  // and multiplies f16 activations once: the rounding (2^-11 relative) is far below the quantization
-  // error and finer than llama.cpp's 8-bit activation blocks. Otherwise the products are made as exact
-  // as float32 ones by splitting 16-bit-inexact operands into hi + lo halves: activations always
-  // (x = xh + xl), quantized weights decoded tile by tile (w = wh + wl, with --exact-gemm), F16/BF16
-  // weights never (they are exact). BF16 weights pair with bf16 halves (about 16 bits of each activation
-  // kept), every other type with IEEE halves (about 22 bits; the dropped wl xl term is ~2^-22 of the
-  // product).
+  // 16-bit tensor-core products with fp32 accumulation. By default one product: a quantized weight is
+  // decoded to f16, F16/BF16 weights are used as stored, and activations are rounded to the weight's
+  // 16-bit type. This is llama.cpp's cuBLAS numerics; the rounding (2^-11 relative for f16, 2^-8 for
+  // bf16) is below the quantization error of quantized weights and no coarser than llama.cpp's 8-bit
+  // activation blocks. With --exact-gemm the products are made as exact as float32 ones by splitting
+  // 16-bit-inexact operands into hi + lo halves: activations always (x = xh + xl), quantized weights
+  // decoded tile by tile (w = wh + wl), F16/BF16 weights never (they are exact). BF16 weights pair with
+  // bf16 halves (about 16 bits of each activation kept), every other type with IEEE halves (about 22
+  // bits; the dropped wl xl term is ~2^-22 of the product).
   const bool bf16 = w.type == DType::BF16;
   const bool direct = bf16 || w.type == DType::F16;
-  const bool single = !direct && !exact_gemm_;
+  const bool single = !exact_gemm_;
   const cudaDataType_t t16 = bf16 ? CUDA_R_16BF : CUDA_R_16F;
   const size_t act_bytes = round_up(static_cast<size_t>(n) * static_cast<size_t>(k) * 2, 256);
   const int tile_rows =
@@ -428,7 +430,7 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
       const void* a = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_stride();
       const int lda = static_cast<int>(w.row_stride() / 2);
       product(a, lda, nr, xh, &zero, y + r0);
-      product(a, lda, nr, xl, &one, y + r0);
+      if (!single) product(a, lda, nr, xl, &one, y + r0);
     } else {
       note("matmul", cuda::dequant_rows_f16(stream_, wmat(w), r0, nr, wh, wl));
       product(wh, k, nr, xh, &zero, y + r0);
@@ -442,6 +444,16 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
 void CudaBackend::rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) {
   note("rope", cuda::rope(stream_, fmat(x), n_heads, p.head_dim, p.rope_dim, p.style == RopeStyle::Neox,
                           p.inv_freq, positions));
+}
+
+void CudaBackend::rope_and_cache(const RopeAndCache& a) {
+  const auto data = [](const Tensor& t) { return t.empty() ? nullptr : static_cast<const float*>(t.data); };
+  const cuda::RopeCacheArgs args{
+      fmat(a.q),       fmat(a.k),       cfmat(a.v),      a.n_heads,
+      a.n_kv_heads,    a.rope.head_dim, a.rope.rope_dim, a.rope.style == RopeStyle::Neox,
+      a.rope.inv_freq, a.positions,     data(a.q_norm),  data(a.k_norm),
+      a.eps,           fmat(a.k_cache), fmat(a.v_cache), a.slots};
+  note("rope_and_cache", cuda::rope_and_cache(stream_, args));
 }
 
 void CudaBackend::kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,

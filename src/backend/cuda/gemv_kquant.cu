@@ -1,14 +1,12 @@
-// GEMVs for Q4_K, Q6_K and Q8_0 rows, the bulk of a quantized model's decode-step reads. The plain
+// GEMVs for Q4_K, Q6_K, Q8_0, F16 and BF16 rows, the bulk of a model's decode-step reads. The plain
 // chunk kernel (matmul.cu) spends several instructions per weight decoding codes to floats (Q8_0's
 // int-to-float conversion runs at a quarter of the FMA rate), which caps it near 1 TB/s on Hopper;
 // these kernels spend far fewer and keep float32 accuracy:
 //
-// - Q4_K and Q8_0 run on tensor cores (mma.sync m16n8k16, f16 inputs, f32 accumulation) against
-//   activations split into f16 hi + lo halves (about 22 bits, as the cuBLAS path splits them). A
-//   4-bit Q4_K code q times its 6-bit sub-block scale sc is at most 945, so q * sc * 2^-24 is an exact
-//   f16 subnormal built with one byte permute and one half multiply, and the min term,
-//   dmin * sum_s m_s * sum(x over sub-block s), is one more MMA over the 8 sub-block sums. A Q8_0 code
-//   is exact in f16 and each block's tile is scaled by its d in fp32.
+// - Q4_K, Q8_0, F16 and BF16 run on tensor cores (mma.sync m16n8k16, 16-bit inputs, f32 accumulation)
+//   against activations split into hi + lo halves (f16: about 22 bits, as the cuBLAS path splits them;
+//   bf16 against BF16 weights: about 16 bits). Q8_0, F16 and BF16 weights stream through shared memory
+//   (below); Q4_K weights are loaded into registers.
 // - Q6_K stays on CUDA cores: the 6-bit code is read as the float32 subnormal q * 2^-149 (exact, no
 //   conversion instruction) and multiplied by activations pre-scaled by 2^64, so every product and
 //   partial sum is a normal float; sum (q - 32) x = sum q x - 32 sum x. Activations above 2^64 in
@@ -18,7 +16,10 @@
 // All need subnormals preserved (no -ftz / fast-math for this file). Each token's result is formed by
 // the same operations in the same order whatever the number of tokens, so the small-step matmul stays
 // batch invariant.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <type_traits>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dequant.cuh"
@@ -29,29 +30,96 @@ namespace ferrum::cuda {
 
 namespace {
 
-// ---- Q4_K on tensor cores ----
+// ---- Tensor-core GEMVs with weights streamed through shared memory (Q8_0, F16, BF16) ----
 //
-// A block of 8 warps computes 16 rows; warp w takes super-blocks w, w + 8, ... and the warps' partial
-// sums are added in a fixed order at the end. In a super-block, lane (g, c) owns bytes 32c .. 32c + 31
-// of the quants of rows g and g + 8: their low nibbles are sub-block 2c, their high nibbles sub-block
-// 2c + 1. MMA j (0..15) takes from every lane the four columns of its bytes 4 (j % 8) .. + 3 (low
-// nibbles for j < 8, high after), so each lane's B fragment is the same four columns of its token g.
-constexpr int kQ4Warps = 8;
-// Per warp: NT staged tokens (mma.cuh's layout).
+// A block of 8 warps computes 16 rows. Iteration i covers the steps 8i .. 8i + 7 (256 columns for Q8_0, 64
+// for F16/BF16): warp w takes step 8i + w of all 16 rows, and the warps' partial sums are added in a fixed
+// order at the end. The weight bytes of an iteration (a "stage": 16 rows x 8 steps) are copied into shared
+// memory with cp.async, some iterations ahead, the first ones before the kernel waits for its predecessor
+// (weights are never written by kernels). Loading the weights into registers (a step per warp in flight)
+// reached 32 % of HBM bandwidth for Q8_0, whose 2-byte-aligned blocks also took a load per 16-bit half;
+// staged, 50 % (8B-shape decode step, H200).
+constexpr int kGemvWarps = 8;
 
-template <int NT>
-constexpr size_t mma_smem_bytes() {
-  return sizeof(__half) * kQ4Warps * NT * kTokenHalves + sizeof(float) * kQ4Warps * 32 * 4;
+// Shared-memory layout of a stage for steps of kStepCols columns, kStepBytes per row: rows kRowStride
+// apart, padded so that the lanes of a fragment load (4-byte words or 16-byte runs, per type) hit
+// different banks.
+template <int kStepCols, int kStepBytes, int kPad, int kStageCount>
+struct StageLayout {
+  static constexpr int kStages = kStageCount;
+  static constexpr int kCols = kStepCols;
+  static constexpr int kBytes = kStepBytes;
+  static constexpr int kRowStride = kGemvWarps * kStepBytes + kPad;
+  static constexpr int kStageBytes = 16 * kRowStride;
+  static constexpr int kChunks = kGemvWarps * kStepBytes / 16;  // 16-byte copies per row
+  static constexpr size_t kRedBytes = sizeof(float) * kGemvWarps * 32 * 4;
+  // Stages, then (with activations staged per warp: kXTokens > 0) each warp's tokens, then the reduction.
+  __host__ __device__ static constexpr size_t smem_bytes(int x_tokens) {
+    return size_t{kStageCount} * kStageBytes + sizeof(__half) * kGemvWarps * x_tokens * kTokenHalves +
+           kRedBytes;
+  }
+};
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most kPending of this thread's copy groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
-// Stages columns [col0, col0 + 256) of each token for this warp.
-template <int NT, bool kSums>
-__device__ __forceinline__ void stage_x(CFMat x, int nt, int64_t col0, int lane, __half* sm) {
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    if (t >= nt) break;
-    stage_token<kSums>(x.p + t * x.ld + col0, lane, sm + t * kTokenHalves);
+// Starts copying steps step0 .. step0 + 7 (those that exist) of rows row0 .. row0 + 15 into `stage`, as
+// one copy group (empty past the last step, so every thread commits the same number of groups).
+template <class L>
+__device__ __forceinline__ void issue_stage(unsigned char* stage, const WMat& w, int64_t row0, int64_t step0,
+                                            int64_t n_steps) {
+  const int64_t steps = min(int64_t{kGemvWarps}, n_steps - step0);
+  if (steps > 0) {
+    const int chunks = static_cast<int>(steps) * L::kBytes / 16;
+    for (int i = threadIdx.x; i < 16 * L::kChunks; i += kGemvWarps * 32) {
+      const int r = i / L::kChunks, ch = i - r * L::kChunks;
+      if (ch >= chunks) continue;
+      const int64_t row = min(row0 + r, w.rows - 1);
+      cp_async16(stage + r * L::kRowStride + 16 * ch, w.p + row * w.row_bytes + step0 * L::kBytes + 16 * ch);
+    }
   }
+  cp_async_commit();
+}
+
+// Four activations as the 16-bit (f16, or bf16 with kBf16) hi halves {0, 1}, {2, 3} and the lo halves of
+// the remainders (the B fragment of one MMA for one lane).
+struct XFrag {
+  uint32_t hi[2], lo[2];
+};
+template <bool kBf16 = false>
+__device__ __forceinline__ XFrag x_frag(float4 v) {
+  using H2 = std::conditional_t<kBf16, __nv_bfloat162, __half2>;
+  const auto pack = [](float a, float b) {
+    H2 h;
+    if constexpr (kBf16)
+      h = __floats2bfloat162_rn(a, b);
+    else
+      h = __floats2half2_rn(a, b);
+    return h;
+  };
+  const auto value = [](H2 h) {
+    if constexpr (kBf16)
+      return __bfloat1622float2(h);
+    else
+      return __half22float2(h);
+  };
+  const auto bits = [](H2 h) { return *reinterpret_cast<const uint32_t*>(&h); };
+  const H2 h0 = pack(v.x, v.y), h1 = pack(v.z, v.w);
+  const float2 b0 = value(h0), b1 = value(h1);
+  return XFrag{{bits(h0), bits(h1)},
+               {bits(pack(v.x - b0.x, v.y - b0.y)), bits(pack(v.z - b1.x, v.w - b1.y))}};
+}
+// Four activations of the lane's token (zeros for a lane past the last token).
+__device__ __forceinline__ float4 x_quad(const float* p, bool live) {
+  return live ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 }
 
 // The end of every tensor-core GEMV: adds the 8 warps' tiles in a fixed order and stores rows
@@ -67,7 +135,7 @@ __device__ __forceinline__ void reduce_store(float* red, const float (&acc)[4], 
   for (int i = 0; i < 4; ++i) {
     float v = red[lane * 4 + i];
 #pragma unroll
-    for (int k = 1; k < kQ4Warps; ++k) v += red[(k * 32 + lane) * 4 + i];
+    for (int k = 1; k < kGemvWarps; ++k) v += red[(k * 32 + lane) * 4 + i];
     const int t = 2 * c + (i & 1);
     const int64_t r = row0 + g + 8 * (i >> 1);
     if (t < nt && r < w.rows) y.p[t * y.ld + r] = v;
@@ -92,11 +160,189 @@ __device__ __forceinline__ int block_rows(const Group& group, int64_t n_rows, in
   return mi;
 }
 
+// The loop shared by the staged GEMVs. With Step::kStageX (256-column steps) each warp first stages its
+// step's activations of the NT tokens as f16 hi + lo halves (mma.cuh's layout), once for the 8 lane groups
+// that share them; otherwise each lane converts its own token's. step(acc, a, b, x, tok, live) adds one
+// step of rows g (bytes at a) and g + 8 (at b) times the activations of the lane's token (x: the step's
+// first column in global memory; tok: the staged token) to the lane's tile.
+template <class L, class Step, int NT>
+__device__ __forceinline__ void staged_gemv(const Group& group, CFMat x, Step step) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kXTokens = Step::kStageX ? NT : 0;
+  constexpr int kStages = L::kStages;
+  __half* staged = reinterpret_cast<__half*>(smem + kStages * L::kStageBytes);
+  float* red = reinterpret_cast<float*>(smem + L::smem_bytes(kXTokens) - L::kRedBytes);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
+  int64_t row0;
+  const int mi = block_rows(group, 16, &row0);
+  const WMat w = group.w[mi];
+  const int64_t n_steps = w.cols / L::kCols;
+#pragma unroll
+  for (int s = 0; s < kStages; ++s)
+    issue_stage<L>(smem + s * L::kStageBytes, w, row0, kGemvWarps * s, n_steps);
+  wait_for_inputs();
+  const int nt = static_cast<int>(x.rows);
+  const bool live = g < nt;  // lane group g carries token g
+  const float* xt = x.p + (live ? g : 0) * x.ld;
+  __half* sm = staged + warp * kXTokens * kTokenHalves;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const int64_t n_iter = (n_steps + kGemvWarps - 1) / kGemvWarps;
+  for (int64_t it = 0; it < n_iter; ++it) {
+    unsigned char* stage = smem + (it % kStages) * L::kStageBytes;
+    const int64_t st = kGemvWarps * it + warp;
+    if constexpr (Step::kStageX) {
+      if (st < n_steps) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          if (t >= nt) break;
+          stage_token<false>(x.p + t * x.ld + L::kCols * st, lane, sm + t * kTokenHalves);
+        }
+      }
+    }
+    cp_async_wait<kStages - 1>();
+    __syncthreads();  // every thread's copies of this stage have landed (and the warps' staged tokens)
+    if (st < n_steps) {
+      const unsigned char* a = stage + g * L::kRowStride + warp * L::kBytes;
+      step(acc, a, a + 8 * L::kRowStride, xt + L::kCols * st, sm + g * kTokenHalves, live);
+    }
+    __syncthreads();  // every warp is done with the stage (and its tokens) before they are refilled
+    issue_stage<L>(stage, w, row0, kGemvWarps * (it + kStages), n_steps);
+  }
+  reduce_store(red, acc, row0, w, nt, group.y[mi]);
+}
+
+// Q8_0 step (eight 34-byte blocks per row). In block b, lane (g, c) takes quant bytes 4c .. 4c + 3 (k half
+// 0) and 16 + 4c .. + 3 (k half 1) of rows g and g + 8; bytes (0, 1) are MMA k slots (2c, 2c + 1) and bytes
+// (2, 3) slots (2c + 8, 2c + 9), and the B fragment is the same four columns of the lane's token. A code q
+// is exact in f16: q + 128 (the byte XOR 0x80) under the exponent byte 0x64 is 1024 + q + 128, and one
+// half subtraction leaves q. Each block's four MMAs (two k halves, hi and lo activations) accumulate into a
+// fresh tile that is scaled by the rows' block scales. Blocks are 2-byte aligned in shared memory, so the
+// quant words of even blocks are read as two halves.
+template <bool kStaged>
+struct Q8_0GemvStep {
+  __device__ __forceinline__ static uint32_t word(const unsigned char* p, bool aligned4) {
+    if (aligned4) return *reinterpret_cast<const uint32_t*>(p);
+    const auto* h = reinterpret_cast<const uint16_t*>(p);
+    return uint32_t{h[0]} | (uint32_t{h[1]} << 16);
+  }
+  static constexpr bool kStageX = kStaged;
+  __device__ __forceinline__ void operator()(float (&acc)[4], const unsigned char* a, const unsigned char* b,
+                                             const float* x, const __half* tok, bool live) const {
+    const int c = threadIdx.x & 3;
+#pragma unroll
+    for (int blk = 0; blk < 8; ++blk) {
+      const unsigned char* pa = a + blk * sizeof(BlockQ8_0);
+      const unsigned char* pb = b + blk * sizeof(BlockQ8_0);
+      float tile[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int col = 32 * blk + 16 * h + 4 * c;
+        XFrag f;
+        if constexpr (kStaged) {
+          const __half* p = tok + kGroupHalves * (col >> 6) + (col & 63);
+          const uint2 xh = live ? *reinterpret_cast<const uint2*>(p) : make_uint2(0, 0);
+          const uint2 xl = live ? *reinterpret_cast<const uint2*>(p + kPartHalves) : make_uint2(0, 0);
+          f = XFrag{{xh.x, xh.y}, {xl.x, xl.y}};
+        } else {
+          f = x_frag(x_quad(x + col, live));
+        }
+        const int at = 2 + 16 * h + 4 * c;
+        const uint32_t qa = word(pa + at, blk & 1) ^ 0x80808080u, qb = word(pb + at, blk & 1) ^ 0x80808080u;
+        const uint32_t a0 = biased_pair(qa, 0x4140, kQ8_0Bias), a2 = biased_pair(qa, 0x4342, kQ8_0Bias);
+        const uint32_t a1 = biased_pair(qb, 0x4140, kQ8_0Bias), a3 = biased_pair(qb, 0x4342, kQ8_0Bias);
+        mma_f16(tile, a0, a1, a2, a3, f.hi[0], f.hi[1]);
+        mma_f16(tile, a0, a1, a2, a3, f.lo[0], f.lo[1]);
+      }
+      const float da = half_bits_to_float(*reinterpret_cast<const uint16_t*>(pa));
+      const float db = half_bits_to_float(*reinterpret_cast<const uint16_t*>(pb));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[i] = __fmaf_rn(i < 2 ? da : db, tile[i], acc[i]);
+    }
+  }
+};
+
+// F16 / BF16 step (64 columns, 128 bytes per row). Lane (g, c) takes the 8 weights 32p + 8c .. + 7 of
+// rows g and g + 8 for each 32-column half p; MMA (p, t) takes weights 4t .. 4t + 3 of them, pairs (0, 1)
+// as k slots (2c, 2c + 1) and (2, 3) as (2c + 8, 2c + 9). The weights are exact tensor-core operands;
+// activations are split into hi + lo halves of the weight's type (about 22 bits for f16, 16 for bf16, as
+// the cuBLAS path splits them).
+template <bool kBf16>
+struct Float16GemvStep {
+  static constexpr bool kStageX = false;
+  __device__ __forceinline__ void operator()(float (&acc)[4], const unsigned char* a, const unsigned char* b,
+                                             const float* x, const __half*, bool live) const {
+    const int c = threadIdx.x & 3;
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+      const uint4 wa = *reinterpret_cast<const uint4*>(a + 64 * p + 16 * c);
+      const uint4 wb = *reinterpret_cast<const uint4*>(b + 64 * p + 16 * c);
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        const float4 v = x_quad(x + 32 * p + 8 * c + 4 * t, live);
+        const XFrag f = x_frag<kBf16>(v);
+        const uint32_t a0 = (&wa.x)[2 * t], a2 = (&wa.x)[2 * t + 1], a1 = (&wb.x)[2 * t],
+                       a3 = (&wb.x)[2 * t + 1];
+        if constexpr (kBf16) {
+          mma_bf16(acc, a0, a1, a2, a3, f.hi[0], f.hi[1]);
+          mma_bf16(acc, a0, a1, a2, a3, f.lo[0], f.lo[1]);
+        } else {
+          mma_f16(acc, a0, a1, a2, a3, f.hi[0], f.hi[1]);
+          mma_f16(acc, a0, a1, a2, a3, f.lo[0], f.lo[1]);
+        }
+      }
+    }
+  }
+};
+
+// Stage layouts. Q8_0's 16-byte pad puts the rows of a fragment 4 banks apart (its lanes read 4-byte
+// words); F16 lanes read 16-byte runs 16 bytes apart, so their rows are 64 bytes apart. Stage counts as
+// measured best: a third Q8_0 stage costs a resident block per SM (3 stages for F16/BF16: 18 % faster
+// than 2; 4: slower).
+using Q8_0Layout = StageLayout<256, 8 * sizeof(BlockQ8_0), 16, 2>;
+using Float16Layout = StageLayout<64, 128, 64, 3>;
+
+// With more than 4 tokens every lane group carries a token, and converting its own activations costs less
+// than staging (whose shared memory would halve the blocks an SM holds).
 template <int NT>
-__global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Group group, CFMat x) {
+__global__ void __launch_bounds__(kGemvWarps * 32) q8_0_gemv_kernel(Group group, CFMat x) {
+  staged_gemv<Q8_0Layout, Q8_0GemvStep<(NT <= 4)>, NT>(group, x, Q8_0GemvStep<(NT <= 4)>{});
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kGemvWarps * 32) float16_gemv_kernel(Group group, CFMat x) {
+  staged_gemv<Float16Layout, Float16GemvStep<kBf16>, 1>(group, x, Float16GemvStep<kBf16>{});
+}
+
+// ---- Q4_K on tensor cores ----
+//
+// A block of 8 warps computes 16 rows; warp w takes super-blocks w, w + 8, ... and the warps' partial
+// sums are added in a fixed order at the end. In a super-block, lane (g, c) owns bytes 32c .. 32c + 31
+// of the quants of rows g and g + 8: their low nibbles are sub-block 2c, their high nibbles sub-block
+// 2c + 1. MMA j (0..15) takes from every lane the four columns of its bytes 4 (j % 8) .. + 3 (low
+// nibbles for j < 8, high after), so each lane's B fragment is the same four columns of its token g.
+// Weights are loaded straight into registers, one super-block of 16 rows per warp at a time: staging
+// them through shared memory as for Q8_0 measured 10-15 % slower here. Per warp: NT staged tokens
+// (mma.cuh's layout).
+template <int NT>
+constexpr size_t q4k_smem_bytes() {
+  return sizeof(__half) * kGemvWarps * NT * kTokenHalves + sizeof(float) * kGemvWarps * 32 * 4;
+}
+
+// Stages columns [col0, col0 + 256) of each token for this warp.
+template <int NT, bool kSums>
+__device__ __forceinline__ void stage_x(CFMat x, int nt, int64_t col0, int lane, __half* sm) {
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (t >= nt) break;
+    stage_token<kSums>(x.p + t * x.ld + col0, lane, sm + t * kTokenHalves);
+  }
+}
+
+template <int NT>
+__global__ void __launch_bounds__(kGemvWarps * 32) q4k_mma_kernel(Group group, CFMat x) {
   extern __shared__ __align__(16) unsigned char smem[];
   __half* staged = reinterpret_cast<__half*>(smem);
-  float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kQ4Warps * NT * kTokenHalves);
+  float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kGemvWarps * NT * kTokenHalves);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   int64_t row0;
   const int mi = block_rows(group, 16, &row0);
@@ -110,7 +356,7 @@ __global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Group group, CFM
   wait_for_inputs();
   const int nt = static_cast<int>(x.rows);
   const bool live = g < nt;  // lane group g carries token g
-  for (int64_t sb = warp; sb < n_blocks; sb += kQ4Warps) {
+  for (int64_t sb = warp; sb < n_blocks; sb += kGemvWarps) {
     Q4KStep wt;
     wt.load(w, rows, sb, c);
     __syncwarp();  // the previous super-block's fragment reads are done
@@ -163,61 +409,6 @@ __global__ void __launch_bounds__(kQ4Warps * 32) q4k_mma_kernel(Group group, CFM
       const float d = __fmul_rn(half_bits_to_float(static_cast<uint16_t>(h0 & 0xFFFF)), 0x1p24f);
       const float dmin = half_bits_to_float(static_cast<uint16_t>(h0 >> 16));
       acc[i] = __fmaf_rn(-dmin, acc_m[i], __fmaf_rn(d, acc_q[i], acc[i]));
-    }
-  }
-  reduce_store(red, acc, row0, w, nt, y);
-}
-
-// ---- Q8_0 on tensor cores ----
-//
-// The Q4_K tiling with 256-column steps of 8 blocks: in block b, lane (g, c) owns quant bytes 4c .. 4c + 3
-// (MMA 2b) and 16 + 4c .. 16 + 4c + 3 (MMA 2b + 1) of rows g and g + 8. A code q is exact in f16:
-// q + 128 (the byte XOR 0x80) under the exponent byte 0x64 is 1024 + q + 128, and one half subtraction
-// leaves q. Each block's four MMAs (two k halves, hi and lo activations) accumulate into a fresh tile
-// that is scaled by the rows' block scales. Rows must be 16-byte aligned, so a step (8 x 34 bytes) is,
-// and odd blocks' quants are 4-byte aligned (even ones 2-byte).
-template <int NT>
-__global__ void __launch_bounds__(kQ4Warps * 32) q8_0_mma_kernel(Group group, CFMat x) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  __half* staged = reinterpret_cast<__half*>(smem);
-  float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kQ4Warps * NT * kTokenHalves);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
-  int64_t row0;
-  const int mi = block_rows(group, 16, &row0);
-  wait_for_inputs();
-  const WMat w = group.w[mi];
-  const FMat y = group.y[mi];
-  const int64_t rows[2] = {min(row0 + g, w.rows - 1), min(row0 + g + 8, w.rows - 1)};
-  const int64_t n_steps = w.cols / 256;
-  const int nt = static_cast<int>(x.rows);
-  __half* sm = staged + warp * NT * kTokenHalves;
-  const __half* tok = sm + g * kTokenHalves;
-  const bool live = g < nt;
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t st = warp; st < n_steps; st += kQ4Warps) {
-    Q8_0Step wt;
-    wt.load(w, rows, st, c);
-    __syncwarp();  // the previous step's fragment reads are done
-    stage_x<NT, false>(x, nt, 256 * st, lane, sm);
-    __syncwarp();
-#pragma unroll
-    for (int b = 0; b < 8; ++b) {
-      float tile[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int col = 32 * b + 16 * h + 4 * c;
-        const __half* p = tok + kGroupHalves * (col >> 6) + (col & 63);
-        const uint2 xh = live ? *reinterpret_cast<const uint2*>(p) : make_uint2(0, 0);
-        const uint2 xl = live ? *reinterpret_cast<const uint2*>(p + kPartHalves) : make_uint2(0, 0);
-        const uint32_t a0 = biased_pair(wt.q[0][b][h], 0x4140, kQ8_0Bias),
-                       a2 = biased_pair(wt.q[0][b][h], 0x4342, kQ8_0Bias);
-        const uint32_t a1 = biased_pair(wt.q[1][b][h], 0x4140, kQ8_0Bias),
-                       a3 = biased_pair(wt.q[1][b][h], 0x4342, kQ8_0Bias);
-        mma_f16(tile, a0, a1, a2, a3, xh.x, xh.y);
-        mma_f16(tile, a0, a1, a2, a3, xl.x, xl.y);
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[i] = __fmaf_rn(wt.d[i >> 1][b], tile[i], acc[i]);
     }
   }
   reduce_store(red, acc, row0, w, nt, y);
@@ -335,22 +526,37 @@ __global__ void __launch_bounds__(128, 4) q6k_rows_kernel(Group group, CFMat x) 
   }
 }
 
+template <class L>
+cudaError_t allow_staged_smem(void (*kernel)(Group, CFMat), int x_tokens) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(L::smem_bytes(x_tokens)));
+}
+
 template <int NT>
-cudaError_t allow_mma_smem() {
-  const auto allow = [](auto kernel, size_t bytes) {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  };
-  const cudaError_t e = allow(q4k_mma_kernel<NT>, mma_smem_bytes<NT>());
-  return e != cudaSuccess ? e : allow(q8_0_mma_kernel<NT>, mma_smem_bytes<NT>());
+cudaError_t allow_kquant_smem() {
+  const cudaError_t e = cudaFuncSetAttribute(q4k_mma_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(q4k_smem_bytes<NT>()));
+  return e != cudaSuccess ? e : allow_staged_smem<Q8_0Layout>(q8_0_gemv_kernel<NT>, NT);
 }
 
 }  // namespace
 
 bool kquant_gemv_applies(const WMat& w, CFMat x) {
-  // All read 256-column steps and 16-byte activation runs; Q4_K and Q8_0 also 16-byte weight rows.
-  if (w.cols % 256 != 0 || x.ld % 4 != 0 || !aligned16(x.p) || x.rows > kGemvMaxTokens) return false;
-  if (w.type == DType::Q4_K || w.type == DType::Q8_0) return aligned16(w.p) && w.row_bytes % 16 == 0;
-  return w.type == DType::Q6_K;
+  // All read 16-byte activation runs; Q4_K, Q8_0, F16 and BF16 16-byte weight rows.
+  if (x.ld % 4 != 0 || !aligned16(x.p) || x.rows > kGemvMaxTokens) return false;
+  const bool rows16 = aligned16(w.p) && w.row_bytes % 16 == 0;
+  switch (w.type) {
+    case DType::Q4_K:
+    case DType::Q8_0:
+      return rows16 && w.cols % 256 == 0;
+    case DType::F16:
+    case DType::BF16:
+      return rows16 && w.cols % Float16Layout::kCols == 0;
+    case DType::Q6_K:
+      return w.cols % 256 == 0;
+    default:
+      return false;
+  }
 }
 
 cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
@@ -363,7 +569,7 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
   cudaError_t e = cudaSuccess;
   launch_by_tokens(x.rows, [&](auto nt) {
     constexpr int NT = decltype(nt)::value;
-    for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
+    for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::F16, DType::BF16}) {
       const int64_t block_rows = type == DType::Q6_K ? q6_rows(NT) : 16;
       Group group{};
       unsigned blocks = 0;
@@ -375,19 +581,33 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
         group.end[group.n++] = blocks;
       }
       if (group.n == 0 || e != cudaSuccess) continue;
-      if (type == DType::Q4_K)
-        e = launch(q4k_mma_kernel<NT>, blocks, kQ4Warps * 32, mma_smem_bytes<NT>(), s, group, x);
-      else if (type == DType::Q8_0)
-        e = launch(q8_0_mma_kernel<NT>, blocks, kQ4Warps * 32, mma_smem_bytes<NT>(), s, group, x);
-      else
-        e = launch(q6k_rows_kernel<NT>, blocks, 128, 0, s, group, x);
+      const unsigned threads = kGemvWarps * 32;
+      switch (type) {
+        case DType::Q4_K:
+          e = launch(q4k_mma_kernel<NT>, blocks, threads, q4k_smem_bytes<NT>(), s, group, x);
+          break;
+        case DType::Q8_0:
+          e = launch(q8_0_gemv_kernel<NT>, blocks, threads, Q8_0Layout::smem_bytes(NT), s, group, x);
+          break;
+        case DType::F16:
+          e = launch(float16_gemv_kernel<false>, blocks, threads, Float16Layout::smem_bytes(0), s, group, x);
+          break;
+        case DType::BF16:
+          e = launch(float16_gemv_kernel<true>, blocks, threads, Float16Layout::smem_bytes(0), s, group, x);
+          break;
+        default:
+          e = launch(q6k_rows_kernel<NT>, blocks, 128, 0, s, group, x);
+      }
     }
   });
   return e;
 }
 
 cudaError_t init_kquant_gemv() {
-  for (cudaError_t e : {allow_mma_smem<1>(), allow_mma_smem<2>(), allow_mma_smem<4>(), allow_mma_smem<8>()})
+  for (cudaError_t e :
+       {allow_kquant_smem<1>(), allow_kquant_smem<2>(), allow_kquant_smem<4>(), allow_kquant_smem<8>(),
+        allow_staged_smem<Float16Layout>(float16_gemv_kernel<false>, 0),
+        allow_staged_smem<Float16Layout>(float16_gemv_kernel<true>, 0)})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }

@@ -78,6 +78,21 @@ cudaError_t gather_rows(cudaStream_t s, CFMat x, const int32_t* rows, FMat out);
 cudaError_t rope(cudaStream_t s, FMat x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, bool neox,
                  const float* inv_freq, const int32_t* positions);
 cudaError_t kv_write(cudaStream_t s, FMat k_cache, FMat v_cache, CFMat k, CFMat v, const int32_t* slots);
+// Backend::rope_and_cache in one launch: per token, each head of q and k RMS-normed (with q_norm / k_norm
+// when not null) and rotated in place, the rotated k and v rows stored at the token's cache slot.
+struct RopeCacheArgs {
+  FMat q, k;
+  CFMat v;
+  int64_t n_heads, n_kv_heads, head_dim, rope_dim;
+  bool neox;
+  const float* inv_freq;
+  const int32_t* positions;
+  const float *q_norm, *k_norm;
+  float eps;
+  FMat k_cache, v_cache;
+  const int32_t* slots;
+};
+cudaError_t rope_and_cache(cudaStream_t s, const RopeCacheArgs& a);
 
 struct AttnArgs {
   int64_t n_tokens;
