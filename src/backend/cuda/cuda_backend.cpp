@@ -447,6 +447,7 @@ void CudaBackend::rope(Tensor x, int64_t n_heads, const RopeParams& p, const int
 }
 
 void CudaBackend::rope_and_cache(const RopeAndCache& a) {
+  if (a.rope.head_dim > cuda::kMaxHeadDim) return Backend::rope_and_cache(a);
   const auto data = [](const Tensor& t) { return t.empty() ? nullptr : static_cast<const float*>(t.data); };
   const cuda::RopeCacheArgs args{
       fmat(a.q),       fmat(a.k),       cfmat(a.v),      a.n_heads,

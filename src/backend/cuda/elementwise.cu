@@ -237,67 +237,91 @@ __global__ void kv_write_kernel(FMat kc, FMat vc, CFMat k, CFMat v, const int32_
   copy_row(v.p + blockIdx.x * v.ld, vc.p + slot * vc.ld, v.cols);
 }
 
-// One block per token: the token's cos / sin once, then a warp per head of q and k, which it loads into
-// shared memory, RMS-norms (as rms_norm_kernel) and rotates (as rope_kernel) back into place, k also into
-// its cache row; v is copied to its cache row.
-__global__ void rope_and_cache_kernel(RopeCacheArgs a) {
+// Grid (token, group of 4 heads), a warp per head, the heads being q's, k's, then v's: a q or k head is
+// loaded into registers, RMS-normed (as rms_norm_kernel), staged in shared memory and rotated (as
+// rope_kernel) back into place, k's also into its cache row; a v head is copied to its cache row. Every
+// warp has one head, so a decode step's whole layer is one round trip to memory (a block per token that
+// looped over the heads measured slower than the three separate kernels).
+constexpr int kRopeWarps = 4;
+constexpr int kRopeMaxPer = kMaxHeadDim / 32;
+
+__global__ void __launch_bounds__(kRopeWarps * 32) rope_and_cache_kernel(RopeCacheArgs a) {
   allow_dependents();
   wait_for_inputs();
   extern __shared__ float sm[];  // [half] cos, [half] sin, then a head_dim buffer per warp
   const int64_t half = a.rope_dim / 2, hd = a.head_dim, t = blockIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t h = int64_t(blockIdx.y) * kRopeWarps + warp, slot = a.slots[t];
+  const int64_t n_qk = a.n_heads + a.n_kv_heads;
+  const bool is_q = h < a.n_heads, is_v = h >= n_qk, live = h < n_qk + a.n_kv_heads;
+  const int64_t kh = is_v ? h - n_qk : h - a.n_heads;
+  const float* src = !live  ? nullptr
+                     : is_q ? a.q.p + t * a.q.ld + h * hd
+                     : is_v ? a.v.p + t * a.v.ld + kh * hd
+                            : a.k.p + t * a.k.ld + kh * hd;
+  float v[kRopeMaxPer];
+#pragma unroll
+  for (int j = 0; j < kRopeMaxPer; ++j) {
+    const int64_t i = lane + 32 * j;
+    v[j] = live && i < hd ? src[i] : 0.0f;
+  }
   float* cs = sm;
   float* sn = sm + half;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  float* buf = sm + 2 * half + warp * hd;
-  const double pos = a.positions[t];
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
     double s, c;
-    sincos(pos * double(a.inv_freq[i]), &s, &c);
+    sincos(double(a.positions[t]) * double(a.inv_freq[i]), &s, &c);
     cs[i] = static_cast<float>(c);
     sn[i] = static_cast<float>(s);
   }
   __syncthreads();
-  const int64_t slot = a.slots[t];
-  for (int64_t h = warp; h < a.n_heads + a.n_kv_heads; h += n_warps) {
-    const bool is_q = h < a.n_heads;
-    const int64_t kh = h - a.n_heads;
-    float* row = is_q ? a.q.p + t * a.q.ld + h * hd : a.k.p + t * a.k.ld + kh * hd;
-    float* cache = is_q ? nullptr : a.k_cache.p + slot * a.k_cache.ld + kh * hd;
-    const float* norm = is_q ? a.q_norm : a.k_norm;
-    float ss = 0.0f;
-    for (int64_t i = lane; i < hd; i += 32) {
-      const float v = row[i];
-      buf[i] = v;
-      ss = fmaf(v, v, ss);
-    }
-    if (norm) {
-      const float inv = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(hd) + a.eps);
-      for (int64_t i = lane; i < hd; i += 32) buf[i] = buf[i] * inv * norm[i];
-    }
-    __syncwarp();
-    for (int64_t j = lane; j < hd; j += 32) {
-      float v = buf[j];
-      if (j < a.rope_dim) {
-        const int64_t i = a.neox ? (j < half ? j : j - half) : j / 2;
-        const float x0 = buf[a.neox ? i : 2 * i], x1 = buf[a.neox ? i + half : 2 * i + 1];
-        const bool first = a.neox ? j < half : (j & 1) == 0;
-        v = first ? x0 * cs[i] - x1 * sn[i] : x0 * sn[i] + x1 * cs[i];
-      }
-      row[j] = v;
-      if (cache) cache[j] = v;
-    }
-    __syncwarp();  // the buffer is read before the warp's next head overwrites it
+  if (!live) return;
+  if (is_v) {
+    float* dst = a.v_cache.p + slot * a.v_cache.ld + kh * hd;
+#pragma unroll
+    for (int j = 0; j < kRopeMaxPer; ++j)
+      if (lane + 32 * j < hd) dst[lane + 32 * j] = v[j];
+    return;
   }
-  copy_row(a.v.p + t * a.v.ld, a.v_cache.p + slot * a.v_cache.ld, a.v.cols);
+  const float* norm = is_q ? a.q_norm : a.k_norm;
+  if (norm) {
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kRopeMaxPer; ++j) ss = fmaf(v[j], v[j], ss);
+    const float inv = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(hd) + a.eps);
+#pragma unroll
+    for (int j = 0; j < kRopeMaxPer; ++j)
+      if (lane + 32 * j < hd) v[j] = v[j] * inv * norm[lane + 32 * j];
+  }
+  float* buf = sm + 2 * half + warp * hd;
+#pragma unroll
+  for (int j = 0; j < kRopeMaxPer; ++j)
+    if (lane + 32 * j < hd) buf[lane + 32 * j] = v[j];
+  __syncwarp();
+  float* row = const_cast<float*>(src);
+  float* cache = is_q ? nullptr : a.k_cache.p + slot * a.k_cache.ld + kh * hd;
+  for (int64_t j = lane; j < hd; j += 32) {
+    float r = buf[j];
+    if (j < a.rope_dim) {
+      const int64_t i = a.neox ? (j < half ? j : j - half) : j / 2;
+      const float x0 = buf[a.neox ? i : 2 * i], x1 = buf[a.neox ? i + half : 2 * i + 1];
+      const bool first = a.neox ? j < half : (j & 1) == 0;
+      r = first ? x0 * cs[i] - x1 * sn[i] : x0 * sn[i] + x1 * cs[i];
+    }
+    row[j] = r;
+    if (cache) cache[j] = r;
+  }
 }
 
 }  // namespace
 
 cudaError_t rope_and_cache(cudaStream_t s, const RopeCacheArgs& a) {
   if (a.q.rows == 0) return cudaSuccess;
-  constexpr int kThreads = 256;
-  const size_t smem = sizeof(float) * static_cast<size_t>(a.rope_dim / 2 * 2 + kThreads / 32 * a.head_dim);
-  launch(rope_and_cache_kernel, static_cast<unsigned>(a.q.rows), kThreads, smem, s, a);
+  if (a.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
+  const int64_t heads = a.n_heads + 2 * a.n_kv_heads;
+  const dim3 grid(static_cast<unsigned>(a.q.rows),
+                  static_cast<unsigned>((heads + kRopeWarps - 1) / kRopeWarps));
+  const size_t smem = sizeof(float) * static_cast<size_t>(a.rope_dim / 2 * 2 + kRopeWarps * a.head_dim);
+  launch(rope_and_cache_kernel, grid, kRopeWarps * 32, smem, s, a);
   return cudaGetLastError();
 }
 
