@@ -255,10 +255,9 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_and_cache_kernel(RopeCac
   const int64_t n_qk = a.n_heads + a.n_kv_heads;
   const bool is_q = h < a.n_heads, is_v = h >= n_qk, live = h < n_qk + a.n_kv_heads;
   const int64_t kh = is_v ? h - n_qk : h - a.n_heads;
-  const float* src = !live  ? nullptr
-                     : is_q ? a.q.p + t * a.q.ld + h * hd
-                     : is_v ? a.v.p + t * a.v.ld + kh * hd
-                            : a.k.p + t * a.k.ld + kh * hd;
+  // The head's row: q's and k's are rotated in place, v's only read.
+  float* row = !live || is_v ? nullptr : is_q ? a.q.p + t * a.q.ld + h * hd : a.k.p + t * a.k.ld + kh * hd;
+  const float* src = is_v ? a.v.p + t * a.v.ld + kh * hd : row;
   float v[kRopeMaxPer];
 #pragma unroll
   for (int j = 0; j < kRopeMaxPer; ++j) {
@@ -297,7 +296,6 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_and_cache_kernel(RopeCac
   for (int j = 0; j < kRopeMaxPer; ++j)
     if (lane + 32 * j < hd) buf[lane + 32 * j] = v[j];
   __syncwarp();
-  float* row = const_cast<float*>(src);
   float* cache = is_q ? nullptr : a.k_cache.p + slot * a.k_cache.ld + kh * hd;
   for (int64_t j = lane; j < hd; j += 32) {
     float r = buf[j];

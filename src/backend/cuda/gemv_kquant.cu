@@ -19,8 +19,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <type_traits>
-
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/kernels.h"
@@ -89,34 +87,6 @@ __device__ __forceinline__ void issue_stage(unsigned char* stage, const WMat& w,
   cp_async_commit();
 }
 
-// Four activations as the 16-bit (f16, or bf16 with kBf16) hi halves {0, 1}, {2, 3} and the lo halves of
-// the remainders (the B fragment of one MMA for one lane).
-struct XFrag {
-  uint32_t hi[2], lo[2];
-};
-template <bool kBf16 = false>
-__device__ __forceinline__ XFrag x_frag(float4 v) {
-  using H2 = std::conditional_t<kBf16, __nv_bfloat162, __half2>;
-  const auto pack = [](float a, float b) {
-    H2 h;
-    if constexpr (kBf16)
-      h = __floats2bfloat162_rn(a, b);
-    else
-      h = __floats2half2_rn(a, b);
-    return h;
-  };
-  const auto value = [](H2 h) {
-    if constexpr (kBf16)
-      return __bfloat1622float2(h);
-    else
-      return __half22float2(h);
-  };
-  const auto bits = [](H2 h) { return *reinterpret_cast<const uint32_t*>(&h); };
-  const H2 h0 = pack(v.x, v.y), h1 = pack(v.z, v.w);
-  const float2 b0 = value(h0), b1 = value(h1);
-  return XFrag{{bits(h0), bits(h1)},
-               {bits(pack(v.x - b0.x, v.y - b0.y)), bits(pack(v.z - b1.x, v.w - b1.y))}};
-}
 // Four activations of the lane's token (zeros for a lane past the last token).
 __device__ __forceinline__ float4 x_quad(const float* p, bool live) {
   return live ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);

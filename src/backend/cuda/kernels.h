@@ -42,9 +42,9 @@ bool weight_type_supported(DType t);
 
 // y[t, r] = sum_k x[t, k] * w[r, k] for x.rows <= kGemvMaxTokens.
 cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y);
-// The GEMVs for Q4_K, Q6_K and Q8_0 rows (gemv_kquant.cu), where the weight and activation layout
-// allows them. A group of up to kMaxGemvGroup products of one x (every w applicable) runs its Q4_K
-// products as one launch; each y[i] equals kquant_gemv(w[i])'s bit for bit.
+// The GEMVs for Q4_K, Q6_K, Q8_0, F16 and BF16 rows (gemv_kquant.cu), where the weight and activation
+// layout allows them. A group of up to kMaxGemvGroup products of one x (every w applicable) runs one
+// launch per weight type; each y[i] equals kquant_gemv(w[i])'s bit for bit.
 bool kquant_gemv_applies(const WMat& w, CFMat x);
 cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y);
 constexpr int kMaxGemvGroup = 3;

@@ -2,9 +2,11 @@
 // for batched ones): the MMA, the f16 code builders and the staged-activation layout.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/kernels.h"
@@ -44,6 +46,35 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Four activations as the 16-bit (f16, or bf16 with kBf16) hi halves {0, 1}, {2, 3} and the lo halves of
+// the remainders (the B fragment of one MMA for one lane).
+struct XFrag {
+  uint32_t hi[2], lo[2];
+};
+template <bool kBf16 = false>
+__device__ __forceinline__ XFrag x_frag(float4 v) {
+  using H2 = std::conditional_t<kBf16, __nv_bfloat162, __half2>;
+  const auto pack = [](float a, float b) {
+    H2 h;
+    if constexpr (kBf16)
+      h = __floats2bfloat162_rn(a, b);
+    else
+      h = __floats2half2_rn(a, b);
+    return h;
+  };
+  const auto value = [](H2 h) {
+    if constexpr (kBf16)
+      return __bfloat1622float2(h);
+    else
+      return __half22float2(h);
+  };
+  const auto bits = [](H2 h) { return *reinterpret_cast<const uint32_t*>(&h); };
+  const H2 h0 = pack(v.x, v.y), h1 = pack(v.z, v.w);
+  const float2 b0 = value(h0), b1 = value(h1);
+  return XFrag{{bits(h0), bits(h1)},
+               {bits(pack(v.x - b0.x, v.y - b0.y)), bits(pack(v.z - b1.x, v.w - b1.y))}};
+}
+
 // Stages 256 columns of one token (xr) at `tok`: lane L splits columns 8L .. 8L + 7 into hi = round(x)
 // and lo = round(x - hi); with kSums the four lanes of a 32-column sub-block add their sums in a
 // fixed butterfly.
@@ -51,20 +82,12 @@ template <bool kSums>
 __device__ __forceinline__ void stage_token(const float* xr, int lane, __half* tok) {
   const float4 u = __ldg(reinterpret_cast<const float4*>(xr + 8 * lane));
   const float4 v = __ldg(reinterpret_cast<const float4*>(xr + 8 * lane + 4));
-  const float f[8] = {u.x, u.y, u.z, u.w, v.x, v.y, v.z, v.w};
-  uint32_t hi[4], lo[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __half2 h = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
-    const float2 back = __half22float2(h);
-    hi[i] = half2_bits(h);
-    lo[i] = half2_bits(__floats2half2_rn(f[2 * i] - back.x, f[2 * i + 1] - back.y));
-  }
+  const XFrag a = x_frag(u), b = x_frag(v);
   const int at = kGroupHalves * (lane >> 3) + 8 * (lane & 7);
-  *reinterpret_cast<uint4*>(tok + at) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-  *reinterpret_cast<uint4*>(tok + kPartHalves + at) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+  *reinterpret_cast<uint4*>(tok + at) = make_uint4(a.hi[0], a.hi[1], b.hi[0], b.hi[1]);
+  *reinterpret_cast<uint4*>(tok + kPartHalves + at) = make_uint4(a.lo[0], a.lo[1], b.lo[0], b.lo[1]);
   if (!kSums) return;
-  float s = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
+  float s = ((u.x + u.y) + (u.z + u.w)) + ((v.x + v.y) + (v.z + v.w));
   s += __shfl_xor_sync(0xffffffffu, s, 1);
   s += __shfl_xor_sync(0xffffffffu, s, 2);
   if ((lane & 3) == 0) {
