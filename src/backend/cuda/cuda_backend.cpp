@@ -341,9 +341,9 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   gemm(x, w, out);
 }
 
-// The group's Q4_K / Q6_K / Q8_0 products go through one kquant_gemv_group call (small steps; the
-// Q4_K ones share a launch) or one kquant_batch_group call (batched steps; one launch per type);
-// other products run as single matmuls.
+// The group's products with their own GEMVs (small steps: Q4_K, Q6_K, Q8_0, F16, BF16) go through one
+// kquant_gemv_group call, Q4_K / Q6_K / Q8_0 ones of batched steps through one kquant_batch_group call
+// (one launch per type either way); other products run as single matmuls.
 void CudaBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs) {
   const cuda::CFMat cx = cfmat(x);
   cuda::WMat ws[cuda::kMaxGemvGroup];
