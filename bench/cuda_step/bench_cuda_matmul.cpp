@@ -5,7 +5,10 @@
 // bench's step time is the rest of the step: norms, RoPE, attention, KV writes, launches between them.
 //
 //   bench_cuda_matmul [--shape llama-3.1-8b|qwen3-0.6b] [--type Q4_K_M|Q5_K_M|Q8_0|Q6_K|Q4_0|BF16|F16]
-//                     [--tokens 1,8,32,64] [--reps 20] [--hbm-tbs 4.8]
+//                     [--tokens 1,8,32,64] [--reps 20] [--hbm-tbs 4.8] [--exact-gemm 0|1]
+//
+// --exact-gemm 1 measures the float32-accurate kernels (ferrum --exact-gemm); the default, the kernels
+// ferrum runs by default.
 //
 // Weights: 16 distinct random rows per matrix shape (quantized by ferrum's quantizer), repeated; every
 // tensor gets the type `ferrum quantize` gives it for that file type (choose_tensor_type).
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> token_counts = {1, 8, 32, 64};
   int reps = 20;
   double hbm_tbs = 4.8;
+  bool exact_gemm = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--shape")
@@ -106,6 +110,8 @@ int main(int argc, char** argv) {
       reps = std::stoi(v);
     else if (a == "--hbm-tbs")
       hbm_tbs = std::stod(v);
+    else if (a == "--exact-gemm")
+      exact_gemm = v == "1";
     else
       die("unknown option " + a);
   }
@@ -114,7 +120,8 @@ int main(int argc, char** argv) {
   const FileType file_type = value_or_die(parse_file_type(type_name), "--type");
   const TensorTypeContext type_ctx{.n_layers = s.layers};
 
-  auto be = value_or_die(create_backend("cuda", 0), "cuda backend");
+  auto be = value_or_die(create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = exact_gemm}),
+                         "cuda backend");
   HostWeights host;
   size_t total_bytes = 0;
   std::map<std::string, size_t> class_bytes;

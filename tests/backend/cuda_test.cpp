@@ -59,6 +59,25 @@ class CudaBackendTest : public ::testing::Test {
                           k);
     return out;
   }
+  // The float32 weights that `stored` rows decode to.
+  static std::vector<float> decoded(DType type, const std::vector<uint8_t>& wq, int64_t rows, int64_t k) {
+    std::vector<float> wf(static_cast<size_t>(rows * k));
+    for (int64_t r = 0; r < rows; ++r)
+      quant::dequantize_row(type, wq.data() + static_cast<size_t>(r) * row_bytes(type, k), wf.data() + r * k,
+                            k);
+    return wf;
+  }
+  // x [tokens, k] times dw on backend b (mirrored by m), read back; b must report no failure.
+  static std::vector<float> product(Backend& b, Mirror& m, const std::vector<float>& x, int64_t tokens,
+                                    int64_t k, const Tensor& dw) {
+    const int64_t rows = dw.rows();
+    const Tensor out = m.f32(std::vector<float>(static_cast<size_t>(tokens * rows)), tokens, rows);
+    b.matmul(m.f32(x, tokens, k), dw, out);
+    std::vector<float> got = m.host(out);
+    const Status st = b.check();
+    EXPECT_TRUE(st.ok()) << st.message();
+    return got;
+  }
 
   std::unique_ptr<Backend> be, ref;
   std::unique_ptr<Mirror> mirror;
@@ -116,20 +135,14 @@ TEST_F(CudaBackendTest, SingleProductGemmIsWithinF16Rounding) {
     const double ux = type == DType::BF16 ? 0x1p-8 : 0x1p-11;
     const int64_t k = 2304, rows = 300;
     std::vector<uint8_t> wq = stored(type, rows, k);
-    std::vector<float> wf(static_cast<size_t>(rows * k));
-    for (int64_t r = 0; r < rows; ++r)
-      quant::dequantize_row(type, wq.data() + static_cast<size_t>(r) * row_bytes(type, k), wf.data() + r * k,
-                            k);
+    const std::vector<float> wf = decoded(type, wq, rows, k);
     const Tensor dw = fast.weight(Tensor::matrix_view(type, wq.data(), rows, k));
     for (int64_t tokens : {65, 130}) {
       const std::vector<float> x = normal(tokens * k);
       std::vector<float> want(static_cast<size_t>(tokens * rows));
       ref->matmul(Tensor::f32(const_cast<float*>(x.data()), tokens, k),
                   Tensor::matrix_view(type, wq.data(), rows, k), Tensor::f32(want.data(), tokens, rows));
-      const Tensor out = fast.f32(want, tokens, rows);
-      fast_be.value()->matmul(fast.f32(x, tokens, k), dw, out);
-      const std::vector<float> got = fast.host(out);
-      ASSERT_TRUE(fast_be.value()->check().ok());
+      const std::vector<float> got = product(*fast_be.value(), fast, x, tokens, k, dw);
       int64_t outside = 0;
       double worst = 0.0;
       for (int64_t t = 0; t < tokens; ++t) {
@@ -150,41 +163,105 @@ TEST_F(CudaBackendTest, SingleProductGemmIsWithinF16Rounding) {
   }
 }
 
-// A token's matmul result does not depend on the rest of its step: among steps of up to
-// kGemvMaxTokens tokens (all types), and among batched steps of kGemvMaxTokens + 1 .. kKquantMaxTokens
-// tokens (Q4_K, Q6_K, Q8_0; the two ranges use different kernels).
-TEST_F(CudaBackendTest, SmallStepMatmulIsBatchInvariant) {
-  for (int64_t k : {512, 2304}) {
-    const int64_t rows = 140;  // a full and a partial 128-row block of the batched kernels
-    for (DType type : kAllTypes) {
-      const bool kquant = type == DType::Q4_K || type == DType::Q6_K || type == DType::Q8_0;
-      const int64_t max_n = kquant ? kKquantMaxTokens : kGemvMaxTokens;
+// The default GEMVs of small steps for Q4_K weights (BackendOptions::exact_gemm = false) round each
+// token's activations per 256 columns to int8 codes q = round_half_even(x * (127 / max |x|)) with the
+// scale max |x| / 127 (as llama.cpp rounds them to Q8_K blocks) and multiply them exactly: the result is
+// the product of the decoded weights with those rounded activations, up to float32 accumulation (each
+// super-block's partial sum rounded a few times: well under 2^-19 of max |w| sum |x|, where one wrong
+// code would cost ~d |w|).
+TEST_F(CudaBackendTest, Int8GemvMultipliesActivationsRoundedPer256Columns) {
+  auto fast_be = create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = false});
+  ASSERT_TRUE(fast_be.ok()) << fast_be.status().message();
+  Mirror fast(*fast_be.value());
+  for (DType type : {DType::Q4_K}) {
+    for (int64_t k : {256, 2304}) {
+      const int64_t rows = 300;  // a partial 16-row block
       std::vector<uint8_t> wq = stored(type, rows, k);
-      const Tensor dw = mirror->weight(Tensor::matrix_view(type, wq.data(), rows, k));
-      const Tensor dx = mirror->f32(normal(max_n * k), max_n, k);
-      // Row t of the reference: token t alone (small steps), or in the step of all max_n tokens.
-      auto run = [&](int64_t t0, int64_t n) {
-        const Tensor out = mirror->f32(std::vector<float>(static_cast<size_t>(n * rows)), n, rows);
-        be->matmul(dx.row_slice(t0, n), dw, out);
-        return mirror->host(out);
-      };
-      std::vector<float> alone;
-      for (int64_t t = 0; t < kGemvMaxTokens; ++t) {
-        const std::vector<float> r = run(t, 1);
-        alone.insert(alone.end(), r.begin(), r.end());
-      }
-      const std::vector<float> all = kquant ? run(0, max_n) : std::vector<float>();
-      for (int64_t n : {2, 3, 5, 8, 9, 16, 17, 40, 63}) {
-        if (n > max_n) continue;
-        const int64_t t0 = n <= kGemvMaxTokens ? kGemvMaxTokens - n : max_n - n;
-        const std::vector<float>& want = n <= kGemvMaxTokens ? alone : all;
-        const std::vector<float> got = run(t0, n);
-        for (int64_t t = 0; t < n; ++t)
-          EXPECT_EQ(std::vector<float>(got.begin() + t * rows, got.begin() + (t + 1) * rows),
-                    std::vector<float>(want.begin() + (t0 + t) * rows, want.begin() + (t0 + t + 1) * rows))
-              << dtype_name(type) << " k=" << k << ": token " << t0 + t << " in a step of " << n;
+      const std::vector<float> wf = decoded(type, wq, rows, k);
+      const Tensor dw = fast.weight(Tensor::matrix_view(type, wq.data(), rows, k));
+      for (int64_t tokens : {1, 3, 8}) {
+        std::vector<float> x = normal(tokens * k, tokens == 3 ? 1e3f : tokens == 1 ? 1e-3f : 1.0f);
+        if (tokens == 8) std::fill(x.begin() + k, x.begin() + k + 256, 0.0f);  // a block of scale 0
+        std::vector<double> xq(x.size());
+        for (size_t b = 0; b < x.size(); b += 256) {
+          float amax = 0.0f;
+          for (size_t i = b; i < b + 256; ++i) amax = std::max(amax, std::fabs(x[i]));
+          const float id = amax > 0.0f ? 127.0f / amax : 0.0f, d = amax / 127.0f;
+          for (size_t i = b; i < b + 256; ++i) xq[i] = std::nearbyint(double(x[i]) * id) * d;
+        }
+        const std::vector<float> got = product(*fast_be.value(), fast, x, tokens, k, dw);
+        int64_t outside = 0;
+        double worst = 0.0;
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double want = 0.0, sum_x = 0.0, max_w = 0.0;
+            for (int64_t i = 0; i < k; ++i) {
+              want += double(wf[r * k + i]) * xq[t * k + i];
+              sum_x += std::fabs(xq[t * k + i]);
+              max_w = std::max(max_w, std::fabs(double(wf[r * k + i])));
+            }
+            const double bound = 0x1p-19 * max_w * sum_x + 1e-30;
+            const double err = std::fabs(double(got[t * rows + r]) - want);
+            worst = std::max(worst, err / bound);
+            outside += err > bound;
+          }
+        }
+        EXPECT_EQ(outside, 0) << dtype_name(type) << " k=" << k << " tokens=" << tokens
+                              << ": worst error / bound " << worst;
       }
     }
+  }
+}
+
+// A token's matmul result does not depend on the rest of its step: among steps of up to
+// kGemvMaxTokens tokens (all types; float32-accurate and 8-bit-activation GEMVs alike), and among
+// batched steps of kGemvMaxTokens + 1 .. kKquantMaxTokens tokens (Q4_K, Q6_K, Q8_0; the two ranges use
+// different kernels, except Q4_K with 8-bit activations: one kernel for all).
+TEST_F(CudaBackendTest, SmallStepMatmulIsBatchInvariant) {
+  auto fast_be = create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = false});
+  ASSERT_TRUE(fast_be.ok()) << fast_be.status().message();
+  Mirror fast(*fast_be.value());
+  for (bool exact : {true, false}) {
+    Backend& b = exact ? *be : *fast_be.value();
+    Mirror& m = exact ? *mirror : fast;
+    for (int64_t k : {512, 2304}) {
+      const int64_t rows = 140;  // a full and a partial 128-row block of the batched kernels
+      for (DType type : kAllTypes) {
+        const bool kquant = type == DType::Q4_K || type == DType::Q6_K || type == DType::Q8_0;
+        const int64_t max_n = kquant ? kKquantMaxTokens : kGemvMaxTokens;
+        std::vector<uint8_t> wq = stored(type, rows, k);
+        const Tensor dw = m.weight(Tensor::matrix_view(type, wq.data(), rows, k));
+        const Tensor dx = m.f32(normal(max_n * k), max_n, k);
+        // Row t of the reference: token t alone (small steps), or in the step of all max_n tokens.
+        auto run = [&](int64_t t0, int64_t n) {
+          const Tensor out = m.f32(std::vector<float>(static_cast<size_t>(n * rows)), n, rows);
+          b.matmul(dx.row_slice(t0, n), dw, out);
+          return m.host(out);
+        };
+        std::vector<float> alone;
+        for (int64_t t = 0; t < kGemvMaxTokens; ++t) {
+          const std::vector<float> r = run(t, 1);
+          alone.insert(alone.end(), r.begin(), r.end());
+        }
+        const std::vector<float> all = kquant ? run(0, max_n) : std::vector<float>();
+        if (!exact && type == DType::Q4_K) {  // one 8-bit-activation GEMV for steps of 1 .. 64 tokens
+          EXPECT_EQ(std::vector<float>(all.begin(), all.begin() + kGemvMaxTokens * rows), alone)
+              << "k=" << k << ": Q4_K tokens alone and in a step of " << max_n;
+        }
+        for (int64_t n : {2, 3, 5, 8, 9, 16, 17, 40, 63}) {
+          if (n > max_n) continue;
+          const int64_t t0 = n <= kGemvMaxTokens ? kGemvMaxTokens - n : max_n - n;
+          const std::vector<float>& want = n <= kGemvMaxTokens ? alone : all;
+          const std::vector<float> got = run(t0, n);
+          for (int64_t t = 0; t < n; ++t)
+            EXPECT_EQ(std::vector<float>(got.begin() + t * rows, got.begin() + (t + 1) * rows),
+                      std::vector<float>(want.begin() + (t0 + t) * rows, want.begin() + (t0 + t + 1) * rows))
+                << dtype_name(type) << " k=" << k << " exact=" << exact << ": token " << t0 + t
+                << " in a step of " << n;
+        }
+      }
+    }
+    ASSERT_TRUE(b.check().ok());
   }
 }
 

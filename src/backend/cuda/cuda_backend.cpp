@@ -332,37 +332,48 @@ void CudaBackend::add_bias(Tensor x, const Tensor& bias) {
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   if (!cuda::weight_type_supported(w.type))
     return fail(Error(fmt::format("cuda matmul: no kernel for weight type {}", dtype_name(w.type))));
-  if (x.rows() <= cuda::kGemvMaxTokens)
-    return note("matmul", cuda::gemv(stream_, wmat(w), cfmat(x), fmat(out)));
+  const bool int8 = !exact_gemm_;
   const cuda::WMat wm = wmat(w);
   const cuda::FMat y = fmat(out);
+  if (int8 && cuda::int8_gemv_applies(wm, cfmat(x))) {
+    if (!reserve_gemm(cuda::int8_gemv_scratch_bytes(cfmat(x)))) return;
+    return note("matmul", cuda::kquant_gemv_group(stream_, cfmat(x), &wm, &y, 1, true, gemm_buf_));
+  }
+  if (x.rows() <= cuda::kGemvMaxTokens) return note("matmul", cuda::gemv(stream_, wm, cfmat(x), y));
   if (cuda::kquant_batch_applies(wm, cfmat(x)))
     return note("matmul", cuda::kquant_batch_group(stream_, cfmat(x), &wm, &y, 1));
   gemm(x, w, out);
 }
 
-// The group's products with their own GEMVs (small steps: Q4_K, Q6_K, Q8_0, F16, BF16) go through one
-// kquant_gemv_group call, Q4_K / Q6_K / Q8_0 ones of batched steps through one kquant_batch_group call
-// (one launch per type either way); other products run as single matmuls.
+// The group's products with their own GEMVs (small steps: Q4_K, Q6_K, Q8_0, F16, BF16; and the 8-bit-
+// activation ones for up to 64 tokens) go through one kquant_gemv_group call, Q4_K / Q6_K / Q8_0 ones of
+// batched steps through one kquant_batch_group call (one launch per type either way); other products run
+// as single matmuls.
 void CudaBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs) {
   const cuda::CFMat cx = cfmat(x);
-  cuda::WMat ws[cuda::kMaxGemvGroup];
-  cuda::FMat ys[cuda::kMaxGemvGroup];
-  int n = 0;
-  const bool small = x.rows() <= cuda::kGemvMaxTokens;
+  struct List {
+    cuda::WMat w[cuda::kMaxGemvGroup];
+    cuda::FMat y[cuda::kMaxGemvGroup];
+    int n = 0;
+  } gemvs, batched;
+  const bool small = x.rows() <= cuda::kGemvMaxTokens, int8 = !exact_gemm_;
   for (const MatmulOut& m : outs) {
     const cuda::WMat w = wmat(*m.w);
-    if (n < cuda::kMaxGemvGroup &&
-        (small ? cuda::kquant_gemv_applies(w, cx) : cuda::kquant_batch_applies(w, cx))) {
-      ws[n] = w;
-      ys[n++] = fmat(m.out);
+    List* list = nullptr;
+    if (small ? cuda::kquant_gemv_applies(w, cx) : int8 && cuda::int8_gemv_applies(w, cx))
+      list = &gemvs;
+    else if (!small && cuda::kquant_batch_applies(w, cx))
+      list = &batched;
+    if (list && list->n < cuda::kMaxGemvGroup) {
+      list->w[list->n] = w;
+      list->y[list->n++] = fmat(m.out);
     } else {
       matmul(x, *m.w, m.out);
     }
   }
-  if (n == 0) return;
-  note("matmul", small ? cuda::kquant_gemv_group(stream_, cx, ws, ys, n)
-                       : cuda::kquant_batch_group(stream_, cx, ws, ys, n));
+  if (gemvs.n > 0 && (!int8 || reserve_gemm(cuda::int8_gemv_scratch_bytes(cx))))
+    note("matmul", cuda::kquant_gemv_group(stream_, cx, gemvs.w, gemvs.y, gemvs.n, int8, gemm_buf_));
+  if (batched.n > 0) note("matmul", cuda::kquant_batch_group(stream_, cx, batched.w, batched.y, batched.n));
 }
 
 bool CudaBackend::reserve_gemm(size_t bytes) {

@@ -21,6 +21,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dequant.cuh"
+#include "backend/cuda/gemv.cuh"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
 
@@ -37,7 +38,6 @@ namespace {
 // (weights are never written by kernels). Loading the weights into registers (a step per warp in flight)
 // reached 32 % of HBM bandwidth for Q8_0, whose 2-byte-aligned blocks also took a load per 16-bit half;
 // staged, 50 % (8B-shape decode step, H200).
-constexpr int kGemvWarps = 8;
 
 // Shared-memory layout of a stage for steps of kStepCols columns, kStepBytes per row: rows kRowStride
 // apart, padded so that the lanes of a fragment load (4-byte words or 16-byte runs, per type) hit
@@ -92,44 +92,6 @@ __device__ __forceinline__ float4 x_quad(const float* p, bool live) {
   return live ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 }
 
-// The end of every tensor-core GEMV: adds the 8 warps' tiles in a fixed order and stores rows
-// row0 + g and row0 + g + 8 for tokens 2c and 2c + 1.
-__device__ __forceinline__ void reduce_store(float* red, const float (&acc)[4], int64_t row0, const WMat& w,
-                                             int nt, FMat y) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) red[(warp * 32 + lane) * 4 + i] = acc[i];
-  __syncthreads();
-  if (warp != 0) return;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float v = red[lane * 4 + i];
-#pragma unroll
-    for (int k = 1; k < kGemvWarps; ++k) v += red[(k * 32 + lane) * 4 + i];
-    const int t = 2 * c + (i & 1);
-    const int64_t r = row0 + g + 8 * (i >> 1);
-    if (t < nt && r < w.rows) y.p[t * y.ld + r] = v;
-  }
-}
-
-// Up to kMaxGemvGroup matrices of one type in one launch: matrix i's row blocks are blocks end[i - 1] ..
-// end[i] - 1.
-struct Group {
-  WMat w[kMaxGemvGroup];
-  FMat y[kMaxGemvGroup];
-  unsigned end[kMaxGemvGroup];
-  int n;
-};
-
-// This block's matrix, and the first of the n_rows rows it computes. The GEMVs leave the trigger of the
-// next kernel to their exit (common.cuh): an explicit one after the main loop measured slightly slower.
-__device__ __forceinline__ int block_rows(const Group& group, int64_t n_rows, int64_t* row0) {
-  int mi = 0;
-  while (mi + 1 < group.n && blockIdx.x >= group.end[mi]) ++mi;
-  *row0 = int64_t(blockIdx.x - (mi > 0 ? group.end[mi - 1] : 0u)) * n_rows;
-  return mi;
-}
-
 // The loop shared by the staged GEMVs. With Step::kStageX (256-column steps) each warp first stages its
 // step's activations of the NT tokens as f16 hi + lo halves (mma.cuh's layout), once for the 8 lane groups
 // that share them; otherwise each lane converts its own token's. step(acc, a, b, x, tok, live) adds one
@@ -144,7 +106,7 @@ __device__ __forceinline__ void staged_gemv(const Group& group, CFMat x, Step st
   float* red = reinterpret_cast<float*>(smem + L::smem_bytes(kXTokens) - L::kRedBytes);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
   int64_t row0;
-  const int mi = block_rows(group, 16, &row0);
+  const int mi = block_rows(group, 16, blockIdx.x, &row0);
   const WMat w = group.w[mi];
   const int64_t n_steps = w.cols / L::kCols;
 #pragma unroll
@@ -315,7 +277,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) q4k_mma_kernel(Group group, C
   float* red = reinterpret_cast<float*>(smem + sizeof(__half) * kGemvWarps * NT * kTokenHalves);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   int64_t row0;
-  const int mi = block_rows(group, 16, &row0);
+  const int mi = block_rows(group, 16, blockIdx.x, &row0);
   const WMat w = group.w[mi];
   const FMat y = group.y[mi];
   const int64_t rows[2] = {min(row0 + g, w.rows - 1), min(row0 + g + 8, w.rows - 1)};
@@ -442,7 +404,7 @@ __global__ void __launch_bounds__(128, 4) q6k_rows_kernel(Group group, CFMat x) 
   __shared__ float red[4][kQ6Rows * NT];
   const int tid = threadIdx.x, part = tid & 7, lane = tid & 31, warp = tid >> 5;
   int64_t row0;
-  const int mi = block_rows(group, kQ6Rows, &row0);
+  const int mi = block_rows(group, kQ6Rows, blockIdx.x, &row0);
   wait_for_inputs();
   const WMat w = group.w[mi];
   const FMat y = group.y[mi];
@@ -529,15 +491,16 @@ bool kquant_gemv_applies(const WMat& w, CFMat x) {
   }
 }
 
-cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
-  return kquant_gemv_group(s, x, &w, &y, 1);
+cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y, bool int8_acts, void* scratch) {
+  return kquant_gemv_group(s, x, &w, &y, 1, int8_acts, scratch);
 }
 
 // One launch per weight type present.
-cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n) {
+cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n, bool int8_acts,
+                              void* scratch) {
   if (x.rows == 0) return cudaSuccess;
   cudaError_t e = cudaSuccess;
-  launch_by_tokens(x.rows, [&](auto nt) {
+  launch_by_tokens(std::min(x.rows, kGemvMaxTokens), [&](auto nt) {
     constexpr int NT = decltype(nt)::value;
     for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::F16, DType::BF16}) {
       const int64_t block_rows = type == DType::Q6_K ? q6_rows(NT) : 16;
@@ -552,6 +515,14 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
       }
       if (group.n == 0 || e != cudaSuccess) continue;
       const unsigned threads = kGemvWarps * 32;
+      if (int8_acts && int8_gemv_applies(group.w[0], x)) {
+        e = int8_gemv(s, type, NT, blocks, group, x, scratch);
+        continue;
+      }
+      if (x.rows > kGemvMaxTokens) {  // only int8_gemv_applies products run more tokens
+        e = cudaErrorInvalidValue;
+        continue;
+      }
       switch (type) {
         case DType::Q4_K:
           e = launch(q4k_mma_kernel<NT>, blocks, threads, q4k_smem_bytes<NT>(), s, group, x);

@@ -1,5 +1,5 @@
-// Pieces shared by the tensor-core k-quant kernels (gemv_kquant.cu for small steps, batch_kquant.cu
-// for batched ones): the MMA, the f16 code builders and the staged-activation layout.
+// Pieces shared by the tensor-core k-quant kernels (gemv_kquant.cu and gemv_int8.cu for small steps,
+// batch_kquant.cu for batched ones): the MMAs, the f16 code builders and the staged-activation layout.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -43,6 +43,18 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// d += A * B for one m16n8k32 tile of int8 codes (fragment layouts as in the PTX ISA: lane = 4 g + c
+// holds A rows g, g + 8 at k = 4c .. 4c + 3 (a0, a1) and 16 + 4c .. 16 + 4c + 3 (a2, a3), B column g at
+// the same k (b0, b1), D as mma_f16).
+__device__ __forceinline__ void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                       uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
