@@ -163,8 +163,8 @@ TEST_F(CudaBackendTest, SingleProductGemmIsWithinF16Rounding) {
   }
 }
 
-// The default GEMVs of small steps for Q4_K weights (BackendOptions::exact_gemm = false) round each
-// token's activations per 256 columns to int8 codes q = round_half_even(x * (127 / max |x|)) with the
+// The default GEMVs of steps up to 64 tokens for Q4_K weights (BackendOptions::exact_gemm = false) round
+// each token's activations per 256 columns to int8 codes q = round_half_even(x * (127 / max |x|)) with the
 // scale max |x| / 127 (as llama.cpp rounds them to Q8_K blocks) and multiply them exactly: the result is
 // the product of the decoded weights with those rounded activations, up to float32 accumulation (each
 // super-block's partial sum rounded a few times: well under 2^-19 of max |w| sum |x|, where one wrong
@@ -179,7 +179,7 @@ TEST_F(CudaBackendTest, Int8GemvMultipliesActivationsRoundedPer256Columns) {
       std::vector<uint8_t> wq = stored(type, rows, k);
       const std::vector<float> wf = decoded(type, wq, rows, k);
       const Tensor dw = fast.weight(Tensor::matrix_view(type, wq.data(), rows, k));
-      for (int64_t tokens : {1, 3, 8}) {
+      for (int64_t tokens : {1, 3, 5, 8, 13}) {  // 5 and up: a quantize pass; 13: two tiles of 8
         std::vector<float> x = normal(tokens * k, tokens == 3 ? 1e3f : tokens == 1 ? 1e-3f : 1.0f);
         if (tokens == 8) std::fill(x.begin() + k, x.begin() + k + 256, 0.0f);  // a block of scale 0
         std::vector<double> xq(x.size());
@@ -244,9 +244,9 @@ TEST_F(CudaBackendTest, SmallStepMatmulIsBatchInvariant) {
           alone.insert(alone.end(), r.begin(), r.end());
         }
         const std::vector<float> all = kquant ? run(0, max_n) : std::vector<float>();
-        if (!exact && type == DType::Q4_K) {  // one 8-bit-activation GEMV for steps of 1 .. 64 tokens
+        if (!exact && type == DType::Q4_K) {  // one 8-bit-activation GEMV for 1 .. 64 tokens
           EXPECT_EQ(std::vector<float>(all.begin(), all.begin() + kGemvMaxTokens * rows), alone)
-              << "k=" << k << ": Q4_K tokens alone and in a step of " << max_n;
+              << dtype_name(type) << " k=" << k << ": tokens alone and in a step of " << max_n;
         }
         for (int64_t n : {2, 3, 5, 8, 9, 16, 17, 40, 63}) {
           if (n > max_n) continue;

@@ -58,10 +58,14 @@ __device__ __forceinline__ uint32_t half2_of(int v) {
   return half2_bits(__halves2half2(h, h));
 }
 
-// One Q4_K super-block of rows g and g + 8 as lane (g, c) reads it: the 16-byte head (d, dmin, 12 scale
-// bytes) and bytes 8c .. 8c + 7 of each 32-byte quant chunk j (low nibbles: columns 8c .. 8c + 7 of
-// sub-block 2j, high nibbles: of sub-block 2j + 1).
-struct Q4KInt8Step {
+// Q4_K: lane (g, c) reads of rows g and g + 8 the 16-byte head (d, dmin, 12 scale bytes) and bytes 8c ..
+// 8c + 7 of each 32-byte quant chunk j (low nibbles: columns 8c .. 8c + 7 of sub-block 2j, high
+// nibbles: of sub-block 2j + 1). Sub-block s is one m16n8k32 MMA (the lane's codes at k slots 4c .. 4c + 3
+// and 16 + 4c .. + 3, the same columns of token g), its integer result scaled by the rows' 6-bit
+// sub-block scales in integers (|sum| < 2^25). The min term sum_s m_s sum_{k in s} x_k is one f16 MMA
+// (exact integers): k slots 2c, 2c + 1 and 2c + 8, 2c + 9 pair the mins of sub-blocks c and c + 4 with the
+// sums of their two 16-column halves.
+struct Q4KInt8 {
   uint4 head[2];
   uint2 q[2][4];
   __device__ __forceinline__ void load(const uint8_t* const (&rows)[2], int64_t sb, int c) {
@@ -71,6 +75,45 @@ struct Q4KInt8Step {
       head[i] = __ldg(reinterpret_cast<const uint4*>(b));
 #pragma unroll
       for (int j = 0; j < 4; ++j) q[i][j] = __ldg(reinterpret_cast<const uint2*>(b + 16 + 32 * j + 8 * c));
+    }
+  }
+  // v[i]: the super-block's sum for row g + 8 (i >> 1), token 2c + (i & 1), in units of the token's d.
+  __device__ __forceinline__ void dot(const unsigned char* tok, int c, float (&v)[4]) const {
+    // Scales and mins of sub-blocks 0-3 and 4-7 as bytes (get_scale_min_k4's packing).
+    uint32_t sc[2][2], mn[2][2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint32_t s0 = head[i].y, s1 = head[i].z, s2 = head[i].w;
+      sc[i][0] = s0 & 0x3F3F3F3Fu;
+      sc[i][1] = (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u);
+      mn[i][0] = s1 & 0x3F3F3F3Fu;
+      mn[i][1] = ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u);
+    }
+    int isum[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int j = s >> 1, sh = 4 * (s & 1);
+      const uint32_t a0 = (q[0][j].x >> sh) & 0x0F0F0F0Fu, a2 = (q[0][j].y >> sh) & 0x0F0F0F0Fu;
+      const uint32_t a1 = (q[1][j].x >> sh) & 0x0F0F0F0Fu, a3 = (q[1][j].y >> sh) & 0x0F0F0F0Fu;
+      const uint2 b = *reinterpret_cast<const uint2*>(tok + 32 * s + 8 * c);
+      int d[4] = {0, 0, 0, 0};
+      mma_s8(d, a0, a1, a2, a3, b.x, b.y);
+      const int sa = byte_of(sc[0][s >> 2], s & 3), sb = byte_of(sc[1][s >> 2], s & 3);
+      isum[0] += sa * d[0];
+      isum[1] += sa * d[1];
+      isum[2] += sb * d[2];
+      isum[3] += sb * d[3];
+    }
+    float fm[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const uint32_t* bs = reinterpret_cast<const uint32_t*>(tok + kBsumAt);
+    mma_f16(fm, half2_of(byte_of(mn[0][0], c)), half2_of(byte_of(mn[1][0], c)),
+            half2_of(byte_of(mn[0][1], c)), half2_of(byte_of(mn[1][1], c)), bs[c], bs[4 + c]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t h = head[i >> 1].x;
+      const float d = half_bits_to_float(static_cast<uint16_t>(h & 0xFFFF));
+      const float dmin = half_bits_to_float(static_cast<uint16_t>(h >> 16));
+      v[i] = __fmaf_rn(d, __int2float_rn(isum[i]), __fmul_rn(-dmin, fm[i]));
     }
   }
 };
@@ -89,21 +132,20 @@ __global__ void __launch_bounds__(kGemvWarps * 32) quantize_q8_kernel(CFMat x, u
   if (lane == 0) *reinterpret_cast<float*>(r + kDAt) = d;
 }
 
-// Q4_K rows. A block of 8 warps computes 16 rows; warp w takes super-blocks w, w + 8, ..., and the warps'
-// partial sums are added in a fixed order at the end. Sub-block s is one MMA: lane (g, c) gives the codes
-// of columns 8c .. 8c + 7 of rows g, g + 8 (k slots 4c .. 4c + 3 and 16 + 4c .. + 3) and the same columns
-// of token g; its integer result is scaled by the rows' 6-bit sub-block scales in integers (|sum| <
-// 2^25). The min term sum_s m_s sum_{k in s} x_k is one f16 MMA (exact integers): k slots 2c, 2c + 1 and
-// 2c + 8, 2c + 9 pair the mins of sub-blocks c and c + 4 with the sums of their two 16-column halves.
+// Rows of K's type (Q4KInt8: K loads a super-block's weights and forms its sums). A block of 8 warps
+// computes 16 rows; warp w takes super-blocks w, w + 8, ..., and the warps' partial sums are added in a
+// fixed order at the end. (A Q6_K kind, codes 0..63 on m16n8k16 MMAs, measured slower than the Q6_K
+// CUDA-core GEMV: Llama-3.1-8B Q4_K_M decode 326 against 345 tok/s, H200.)
 //
 // Up to 4 tokens, each warp rounds its super-block's activations into its shared memory. NT = 8 reads
 // them from the quantize pass (`pre`; rounding 8 tokens in every block would cost several times the
 // MMAs), and steps of more than 8 tokens run as `tiles` tiles of 8 tokens, the tiles of a row block in
 // neighbouring blocks (so its weights come from L2 after the first). Loading the next super-block's
-// weights ahead (double buffering in registers) measured slower: 113 registers, half the resident warps.
-template <int NT>
+// weights ahead (double buffering in registers) measured slower for Q4_K: 113 registers, half the
+// resident warps.
+template <class K, int NT>
 __global__ void __launch_bounds__(kGemvWarps * 32)
-    q4k_int8_kernel(Group group, CFMat x_all, unsigned tiles, const unsigned char* pre) {
+    int8_gemv_kernel(Group group, CFMat x_all, unsigned tiles, const unsigned char* pre) {
   constexpr bool kPre = NT == 8;
   constexpr int kStaged = kPre ? 1 : NT;
   __shared__ __align__(16) unsigned char toks[kGemvWarps][kStaged][kTokBytes];
@@ -126,7 +168,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   const int tg = min(g, nt - 1), t0 = min(2 * c, nt - 1), t1 = min(2 * c + 1, nt - 1);
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int64_t sb = warp; sb < n_blocks; sb += kGemvWarps) {
-    Q4KInt8Step wt;
+    K wt;
     wt.load(rows, sb, c);
     const unsigned char* tok;
     float xd[2];
@@ -149,43 +191,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
       xd[0] = dx[warp][t0];
       xd[1] = dx[warp][t1];
     }
-    // Scales and mins of sub-blocks 0-3 and 4-7 as bytes (get_scale_min_k4's packing).
-    uint32_t sc[2][2], mn[2][2];
+    float v[4];
+    wt.dot(tok, c, v);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const uint32_t s0 = wt.head[i].y, s1 = wt.head[i].z, s2 = wt.head[i].w;
-      sc[i][0] = s0 & 0x3F3F3F3Fu;
-      sc[i][1] = (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u);
-      mn[i][0] = s1 & 0x3F3F3F3Fu;
-      mn[i][1] = ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u);
-    }
-    int isum[4] = {0, 0, 0, 0};
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int j = s >> 1, sh = 4 * (s & 1);
-      const uint32_t a0 = (wt.q[0][j].x >> sh) & 0x0F0F0F0Fu, a2 = (wt.q[0][j].y >> sh) & 0x0F0F0F0Fu;
-      const uint32_t a1 = (wt.q[1][j].x >> sh) & 0x0F0F0F0Fu, a3 = (wt.q[1][j].y >> sh) & 0x0F0F0F0Fu;
-      const uint2 b = *reinterpret_cast<const uint2*>(tok + 32 * s + 8 * c);
-      int d[4] = {0, 0, 0, 0};
-      mma_s8(d, a0, a1, a2, a3, b.x, b.y);
-      const int sa = byte_of(sc[0][s >> 2], s & 3), sb8 = byte_of(sc[1][s >> 2], s & 3);
-      isum[0] += sa * d[0];
-      isum[1] += sa * d[1];
-      isum[2] += sb8 * d[2];
-      isum[3] += sb8 * d[3];
-    }
-    float fm[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const uint32_t* bs = reinterpret_cast<const uint32_t*>(tok + kBsumAt);
-    mma_f16(fm, half2_of(byte_of(mn[0][0], c)), half2_of(byte_of(mn[1][0], c)),
-            half2_of(byte_of(mn[0][1], c)), half2_of(byte_of(mn[1][1], c)), bs[c], bs[4 + c]);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t h = wt.head[i >> 1].x;
-      const float d = half_bits_to_float(static_cast<uint16_t>(h & 0xFFFF));
-      const float dmin = half_bits_to_float(static_cast<uint16_t>(h >> 16));
-      const float v = __fmaf_rn(d, __int2float_rn(isum[i]), __fmul_rn(-dmin, fm[i]));
-      acc[i] = __fmaf_rn(xd[i & 1], v, acc[i]);
-    }
+    for (int i = 0; i < 4; ++i) acc[i] = __fmaf_rn(xd[i & 1], v[i], acc[i]);
   }
   reduce_store(red, acc, row0, w, nt, y);
 }
@@ -202,29 +211,33 @@ size_t int8_gemv_scratch_bytes(CFMat x) {
   return x.rows > 4 ? static_cast<size_t>(x.rows * (x.cols / 256)) * kRecBytes : 0;
 }
 
+cudaError_t int8_gemv_quantize(cudaStream_t s, CFMat x, void* scratch) {
+  if (x.rows <= 4) return cudaSuccess;
+  const int64_t records = x.rows * (x.cols / 256);
+  return launch(quantize_q8_kernel, static_cast<unsigned>((records + kGemvWarps - 1) / kGemvWarps),
+                kGemvWarps * 32, 0, s, x, static_cast<unsigned char*>(scratch));
+}
+
 cudaError_t int8_gemv(cudaStream_t s, DType t, int nt, unsigned blocks, const Group& group, CFMat x,
                       void* scratch) {
-  if (t != DType::Q4_K) return cudaErrorInvalidValue;
   const unsigned threads = kGemvWarps * 32;
-  switch (nt) {
-    case 1:
-      return launch(q4k_int8_kernel<1>, blocks, threads, 0, s, group, x, 1u, nullptr);
-    case 2:
-      return launch(q4k_int8_kernel<2>, blocks, threads, 0, s, group, x, 1u, nullptr);
-    case 4:
-      return launch(q4k_int8_kernel<4>, blocks, threads, 0, s, group, x, 1u, nullptr);
-    default: {
-      auto* pre = static_cast<unsigned char*>(scratch);
-      const int64_t records = x.rows * (x.cols / 256);
-      const cudaError_t e =
-          launch(quantize_q8_kernel, static_cast<unsigned>((records + kGemvWarps - 1) / kGemvWarps), threads,
-                 0, s, x, pre);
-      if (e != cudaSuccess) return e;
-      const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);
-      return launch(q4k_int8_kernel<8>, blocks * tiles, threads, 0, s, group, x, tiles,
-                    static_cast<const unsigned char*>(pre));
+  const auto run = [&](auto kind) -> cudaError_t {
+    using K = decltype(kind);
+    switch (nt) {
+      case 1:
+        return launch(int8_gemv_kernel<K, 1>, blocks, threads, 0, s, group, x, 1u, nullptr);
+      case 2:
+        return launch(int8_gemv_kernel<K, 2>, blocks, threads, 0, s, group, x, 1u, nullptr);
+      case 4:
+        return launch(int8_gemv_kernel<K, 4>, blocks, threads, 0, s, group, x, 1u, nullptr);
+      default: {
+        const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);
+        return launch(int8_gemv_kernel<K, 8>, blocks * tiles, threads, 0, s, group, x, tiles,
+                      static_cast<const unsigned char*>(scratch));
+      }
     }
-  }
+  };
+  return t == DType::Q4_K ? run(Q4KInt8{}) : cudaErrorInvalidValue;
 }
 
 }  // namespace ferrum::cuda
