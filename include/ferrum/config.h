@@ -22,9 +22,10 @@ struct RuntimeConfig {
   bool step_graphs = true;         // record decode steps once per batch size and replay them (CUDA graphs)
   bool mmap = true;                // CPU: use the weights from a mapping of the file; false (--no-mmap)
                                    //   copies them into huge-page memory (faster decode, slower start)
-  bool exact_gemm = false;         // CUDA: products of quantized weights over more than 64 tokens (prefill)
-                                   //   keep float32 accuracy (three f16 products of split operands)
-                                   //   instead of one product of f16-rounded weights and activations
+  bool exact_gemm = false;         // CUDA: products keep float32 accuracy: prefill (over 64 tokens) as
+                                   //   three f16 products of split operands instead of one product of
+                                   //   f16-rounded weights and activations, and Q4_K decode (up to 64
+                                   //   tokens) against float activations instead of 8-bit ones
 
   // Defaults overridden by FERRUM_BACKEND, FERRUM_THREADS, FERRUM_KV_CAPACITY, FERRUM_MAX_SEQS,
   // FERRUM_KV_BLOCKS, FERRUM_KV_MEMORY_MIB, FERRUM_MAX_BATCH_TOKENS, FERRUM_PROFILE, FERRUM_STEP_GRAPHS,

@@ -182,8 +182,8 @@ TEST_P(SynthFixture, MatchesReferences) {
     // The CUDA backend with exact products (FERRUM_EXACT_GEMM=1) keeps activations at float32
     // precision for every weight type (it never rounds them as llama.cpp does), so the exact numpy pass
     // is its tight reference, at the F32 files' tolerance. By default its prefill products of 16-bit and
-    // quantized weights round the activations to 16 bits (bounded op by op in cuda_test): then only the
-    // README's bar against llama.cpp below applies.
+    // quantized weights round the activations to 16 bits and its Q4_K decode products to int8 (both
+    // bounded op by op in cuda_test): then only the README's bar against llama.cpp below applies.
     const bool cuda = test_backend().rfind("cuda", 0) == 0;
     const bool exact_acts = c.vs_llamacpp && cuda && test_config().exact_gemm;
     const bool f16_acts = cuda && !test_config().exact_gemm && !c.file.ends_with("-f32");

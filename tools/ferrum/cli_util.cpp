@@ -30,8 +30,8 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
                 "FERRUM_MMAP=0)");
   cmd->add_flag(
       "--exact-gemm", exact_gemm,
-      "CUDA: prefill products of quantized weights to float32 accuracy (three f16 products) instead of "
-      "one product of f16-rounded operands (env FERRUM_EXACT_GEMM=1)");
+      "CUDA: matrix products to float32 accuracy: prefill as three f16 products instead of one of f16-rounded "
+      "operands, Q4_K decode against float activations instead of 8-bit ones (env FERRUM_EXACT_GEMM=1)");
 }
 
 Result<RuntimeConfig> RuntimeFlags::resolve() const {
