@@ -28,10 +28,10 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
   cmd->add_flag("--no-mmap", no_mmap,
                 "CPU: copy the weights into huge-page memory instead of mapping the file (faster decode; env "
                 "FERRUM_MMAP=0)");
-  cmd->add_flag(
-      "--exact-gemm", exact_gemm,
-      "CUDA: matrix products to float32 accuracy: prefill as three f16 products instead of one of f16-rounded "
-      "operands, Q4_K decode against float activations instead of 8-bit ones (env FERRUM_EXACT_GEMM=1)");
+  cmd->add_flag("--exact-gemm", exact_gemm,
+                "CUDA: matrix products to float32 accuracy: prefill as three f16 products instead of one of "
+                "f16-rounded operands, Q4_K decode against float activations instead of 8-bit ones (env "
+                "FERRUM_EXACT_GEMM=1)");
 }
 
 Result<RuntimeConfig> RuntimeFlags::resolve() const {
