@@ -130,8 +130,10 @@ class CudaBackend final : public Backend {
     if (error_.ok()) error_ = std::move(st);
   }
   void wait();
-  // Grows the cuBLAS-path scratch to `bytes`; false (with the error noted) when that fails.
-  bool reserve_gemm(size_t bytes);
+  // Grows the scratch of the ops that need one (cuBLAS-path tiles, expert gate/up products, 8-bit
+  // activations) to `bytes`; false (with the error noted) when that fails. Ops run in stream order, so
+  // each may use all of it.
+  bool reserve_scratch(size_t bytes);
   void gemm(const Tensor& x, const Tensor& w, Tensor out);
 
   int device_;
@@ -141,8 +143,8 @@ class CudaBackend final : public Backend {
   cublasHandle_t blas_ = nullptr;
   uint8_t* staging_ = nullptr;  // pinned; [0, staged_) may still be in flight
   size_t staged_ = 0;
-  void* gemm_buf_ = nullptr;
-  size_t gemm_cap_ = 0;
+  void* scratch_ = nullptr;
+  size_t scratch_cap_ = 0;
   std::vector<void*> retired_;  // outgrown scratch buffers
   Status error_;
 };
@@ -180,7 +182,7 @@ Result<std::unique_ptr<Backend>> CudaBackend::create(int device, bool exact_gemm
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (blas_) cublasDestroy(blas_);
-  if (gemm_buf_) cudaFree(gemm_buf_);
+  if (scratch_) cudaFree(scratch_);
   for (void* p : retired_) cudaFree(p);
   if (staging_) cudaFreeHost(staging_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -336,8 +338,8 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   const cuda::WMat wm = wmat(w);
   const cuda::FMat y = fmat(out);
   if (int8 && cuda::int8_gemv_applies(wm, cfmat(x))) {
-    if (!reserve_gemm(cuda::int8_gemv_scratch_bytes(cfmat(x)))) return;
-    return note("matmul", cuda::kquant_gemv_group(stream_, cfmat(x), &wm, &y, 1, true, gemm_buf_));
+    if (!reserve_scratch(cuda::int8_gemv_scratch_bytes(cfmat(x)))) return;
+    return note("matmul", cuda::kquant_gemv_group(stream_, cfmat(x), &wm, &y, 1, true, scratch_));
   }
   if (x.rows() <= cuda::kGemvMaxTokens) return note("matmul", cuda::gemv(stream_, wm, cfmat(x), y));
   if (cuda::kquant_batch_applies(wm, cfmat(x)))
@@ -371,24 +373,24 @@ void CudaBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs)
       matmul(x, *m.w, m.out);
     }
   }
-  if (gemvs.n > 0 && (!int8 || reserve_gemm(cuda::int8_gemv_scratch_bytes(cx))))
-    note("matmul", cuda::kquant_gemv_group(stream_, cx, gemvs.w, gemvs.y, gemvs.n, int8, gemm_buf_));
+  if (gemvs.n > 0 && (!int8 || reserve_scratch(cuda::int8_gemv_scratch_bytes(cx))))
+    note("matmul", cuda::kquant_gemv_group(stream_, cx, gemvs.w, gemvs.y, gemvs.n, int8, scratch_));
   if (batched.n > 0) note("matmul", cuda::kquant_batch_group(stream_, cx, batched.w, batched.y, batched.n));
 }
 
-bool CudaBackend::reserve_gemm(size_t bytes) {
-  if (bytes <= gemm_cap_) return true;
+bool CudaBackend::reserve_scratch(size_t bytes) {
+  if (bytes <= scratch_cap_) return true;
   // The old buffer stays allocated until the backend goes: recorded steps may still use it.
-  if (gemm_buf_) retired_.push_back(gemm_buf_);
-  gemm_buf_ = nullptr;
-  gemm_cap_ = 0;
+  if (scratch_) retired_.push_back(scratch_);
+  scratch_ = nullptr;
+  scratch_cap_ = 0;
   auto mem = alloc(bytes);
   if (!mem.ok()) {
     fail(mem.status().with_context("cuda matmul scratch"));
     return false;
   }
-  gemm_buf_ = mem.value();
-  gemm_cap_ = bytes;
+  scratch_ = mem.value();
+  scratch_cap_ = bytes;
   return true;
 }
 
@@ -426,8 +428,8 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
   const size_t tile_bytes =
       direct ? 0 : round_up(static_cast<size_t>(tile_rows) * static_cast<size_t>(k) * 2, 256);
   const size_t halves = single ? 1 : 2;  // hi only, or hi and lo, of activations and weight tiles
-  if (!reserve_gemm(halves * (act_bytes + tile_bytes))) return;
-  uint8_t* base = static_cast<uint8_t*>(gemm_buf_);
+  if (!reserve_scratch(halves * (act_bytes + tile_bytes))) return;
+  uint8_t* base = static_cast<uint8_t*>(scratch_);
   uint8_t* wh = base + halves * act_bytes;
   void *xh = base, *xl = single ? nullptr : base + act_bytes, *wl = single ? nullptr : wh + tile_bytes;
   note("matmul", cuda::split_activations(stream_, cfmat(x), bf16, xh, xl));
@@ -519,8 +521,8 @@ void CudaBackend::expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gat
                 cuda::expert_gemv(stream_, g, &u, cfmat(x), true, routing(r), fmat(out)));
   // Mixed types: the two products separately, then the activation.
   const int64_t n_pairs = r.n_tokens * r.k;
-  if (!reserve_gemm(static_cast<size_t>(n_pairs * up.rows) * sizeof(float))) return;
-  const FMat tmp{static_cast<float*>(gemm_buf_), n_pairs, up.rows, up.rows};
+  if (!reserve_scratch(static_cast<size_t>(n_pairs * up.rows) * sizeof(float))) return;
+  const FMat tmp{static_cast<float*>(scratch_), n_pairs, up.rows, up.rows};
   note("expert_gate_up_silu", cuda::expert_gemv(stream_, g, nullptr, cfmat(x), true, routing(r), fmat(out)));
   note("expert_gate_up_silu", cuda::expert_gemv(stream_, u, nullptr, cfmat(x), true, routing(r), tmp));
   note("expert_gate_up_silu",
