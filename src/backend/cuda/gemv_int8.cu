@@ -8,7 +8,8 @@
 // instruction-bound at ~40 % of HBM bandwidth (Nsight Compute, H200).
 //
 // Each token's result is formed by the same operations in the same order whatever the number of
-// tokens, so these GEMVs are batch invariant among steps of up to kGemvMaxTokens tokens.
+// tokens (steps of more than 8 run as tiles of 8), so these GEMVs are batch invariant among steps of up
+// to kKquantMaxTokens tokens.
 #include <cuda_fp16.h>
 
 #include "backend/cuda/common.cuh"
@@ -50,8 +51,6 @@ __device__ __forceinline__ float stage_q8(const float* xr, int lane, unsigned ch
   if ((lane & 1) == 0) reinterpret_cast<__half*>(tok + kBsumAt)[lane >> 1] = __int2half_rn(s);
   return amax / 127.0f;
 }
-
-__device__ __forceinline__ int byte_of(uint32_t w, int i) { return static_cast<int>((w >> (8 * i)) & 0xFF); }
 
 __device__ __forceinline__ uint32_t half2_of(int v) {
   const __half h = __int2half_rn(v);

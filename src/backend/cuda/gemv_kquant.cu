@@ -499,15 +499,11 @@ cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y, bool int
 cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n, bool int8_acts,
                               void* scratch) {
   if (x.rows == 0) return cudaSuccess;
-  bool int8_any = false;
-  for (int i = 0; i < n; ++i) int8_any |= int8_acts && int8_gemv_applies(w[i], x);
-  cudaError_t e = int8_any ? int8_gemv_quantize(s, x, scratch) : cudaSuccess;
+  cudaError_t e = cudaSuccess;
+  bool quantized = false;  // the activations rounded for the 8-bit-activation GEMVs, once per group
   launch_by_tokens(std::min(x.rows, kGemvMaxTokens), [&](auto nt) {
     constexpr int NT = decltype(nt)::value;
     for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::F16, DType::BF16}) {
-      // The matrices of one type all run the 8-bit-activation GEMV or none (it depends on the type and x).
-      bool int8 = false;
-      for (int i = 0; i < n; ++i) int8 |= w[i].type == type && int8_acts && int8_gemv_applies(w[i], x);
       const int64_t block_rows = type == DType::Q6_K ? q6_rows(NT) : 16;
       Group group{};
       unsigned blocks = 0;
@@ -520,8 +516,12 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
       }
       if (group.n == 0 || e != cudaSuccess) continue;
       const unsigned threads = kGemvWarps * 32;
-      if (int8) {
-        e = int8_gemv(s, type, NT, blocks, group, x, scratch);
+      // The caller checked each matrix, and for Q4_K kquant_gemv_applies asks of the weights what
+      // int8_gemv_applies asks, so the first matrix decides for its type.
+      if (int8_acts && int8_gemv_applies(group.w[0], x)) {
+        if (!quantized) e = int8_gemv_quantize(s, x, scratch);
+        quantized = true;
+        if (e == cudaSuccess) e = int8_gemv(s, type, NT, blocks, group, x, scratch);
         continue;
       }
       if (x.rows > kGemvMaxTokens) {  // only int8_gemv_applies products run more tokens
