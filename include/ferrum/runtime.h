@@ -63,6 +63,12 @@ class Runtime {
     bool all_logits = false;
   };
   Result<LogitsView> step(std::span<const Work> work);
+  // Greedy decoding where the logits are: step's rows reduced on the backend to their largest logit's
+  // token (the lowest id on ties), so a GPU copies ids instead of logits rows to the host. A row whose
+  // largest logit is not finite (NaN, +inf, only -inf) gives -1. Decoders only; the ids are valid until
+  // the next call.
+  Result<std::span<const int32_t>> step_greedy(std::span<const Work> work);
+  Result<std::span<const int32_t>> decode_batch_greedy(std::span<const DecodeItem> items);
 
   // Encoders (BERT): final hidden states pooled per EmbedOptions (the model's choice by default:
   // sentence-transformers modules, GGUF pooling_type). Mean/Cls give [hidden] per input, None
@@ -93,9 +99,9 @@ class Runtime {
   int64_t seq_length(int64_t seq) const;
   int64_t kv_free_blocks() const;
   int64_t kv_total_blocks() const;
-  int64_t kv_block_tokens() const;            // tokens per KV block
-  int64_t kv_seq_blocks(int64_t seq) const;   // blocks the sequence holds (reserved included)
-  size_t kv_bytes() const;                    // KV cache memory (pool and sliding-window rings)
+  int64_t kv_block_tokens() const;           // tokens per KV block
+  int64_t kv_seq_blocks(int64_t seq) const;  // blocks the sequence holds (reserved included)
+  size_t kv_bytes() const;                   // KV cache memory (pool and sliding-window rings)
   // Tokens one step may hold, and logit rows one step may return.
   int64_t max_step_tokens() const;
   int64_t max_step_outputs() const;
@@ -104,6 +110,10 @@ class Runtime {
  private:
   struct Impl;
   explicit Runtime(std::unique_ptr<Impl> impl);
+  // step's work up to the logits rows on the backend; returns their number.
+  Result<int64_t> run_step(std::span<const Work> work);
+  // After the results are copied: reports device failures and commits the sequences' lengths.
+  Status finish_step(std::span<const Work> work);
   std::unique_ptr<Impl> impl_;
 };
 

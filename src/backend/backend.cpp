@@ -1,6 +1,8 @@
 #include "backend/backend.h"
 
 #include <charconv>
+#include <cmath>
+#include <limits>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/vec_ops.h"
@@ -23,6 +25,15 @@ const VecOps& best_vec_ops() {
   return ops;
 }
 }  // namespace cpu
+
+int32_t argmax_row(const float* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(v[i]) || v[i] == std::numeric_limits<float>::infinity()) return -1;
+    if (v[i] > v[best]) best = i;
+  }
+  return n > 0 && v[best] != -std::numeric_limits<float>::infinity() ? static_cast<int32_t>(best) : -1;
+}
 
 void Backend::rope_and_cache(const RopeAndCache& a) {
   const int64_t n = a.q.rows(), hd = a.rope.head_dim;

@@ -170,6 +170,10 @@ class Backend {
   virtual void softcap(Tensor x, float cap) = 0;
   // out[i] = x[rows[i]] (gathers the rows that need logits).
   virtual void gather_rows(const Tensor& x, const int32_t* rows, Tensor out) = 0;
+  // out[i] = the column of row i's largest value, the lowest column on ties, or -1 when that maximum is
+  // not finite (a NaN or +inf in the row, or only -inf). Greedy decoding where the logits are: a GPU
+  // returns ids instead of logits rows.
+  virtual void argmax_rows(const Tensor& x, int32_t* out) = 0;
 
   // Mixture of experts. Results per (token, expert) pair never depend on which other tokens share
   // the step, so batched decoding is bit-identical to decoding alone.
@@ -186,6 +190,9 @@ class Backend {
   // out[t] = sum over j = 0..k-1, in that order, of weights[p] * y[rank[p]] with p = t * k + j.
   virtual void moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) = 0;
 };
+
+// Backend::argmax_rows of one host row: what the host backends compute.
+int32_t argmax_row(const float* v, int64_t n);
 
 struct BackendOptions {
   int threads = 0;         // CPU backend threads; <= 0 means all cores

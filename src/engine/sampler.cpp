@@ -389,9 +389,20 @@ Result<int32_t> Sampler::sample(std::span<float> logits) {
     temperature_.apply(candidates_);
     token = draw(candidates_, uniform01(rng_));
   }
+  accept(token);
+  return token;
+}
+
+bool Sampler::greedy_only() const {
+  const SamplingParams& p = params_;
+  return p.temperature == 0.0f && p.logit_bias.empty() &&
+         (p.repeat_penalty == 1.0f || p.repeat_last_n == 0) && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f;
+}
+
+void Sampler::accept(int32_t token) {
   history_.push_back(token);
   ++generated_[token];
-  return token;
 }
 
 namespace sampler_simd {

@@ -216,6 +216,10 @@ class Sampler {
   // Picks the next token and records it as generated. `logits` (vocab_size entries) is used as
   // scratch: bias and penalties are applied to it in place.
   Result<int32_t> sample(std::span<float> logits);
+  // Whether sample() is the plain argmax of the logits (temperature 0, no bias, no penalties), which a
+  // backend can take where the logits are (Runtime::step_greedy); then accept() records its choice.
+  bool greedy_only() const;
+  void accept(int32_t token);
 
   const SamplingParams& params() const { return params_; }
 

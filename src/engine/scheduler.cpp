@@ -341,24 +341,51 @@ bool Scheduler::run_step() {
     preempt(running_.size() - 1);
   }
 
-  auto lv = rt_.step(work);
+  // A row samples when its sequence's last pending token is in the step. When every such row is
+  // greedy, the backend picks the tokens where the logits are and only ids come back.
+  const auto samples = [&](size_t i) {
+    return owners[i]->computed + static_cast<int64_t>(work[i].tokens.size()) ==
+           static_cast<int64_t>(owners[i]->tokens.size());
+  };
+  bool any_sampled = false, greedy = true;
+  for (size_t i = 0; i < owners.size(); ++i) {
+    if (!samples(i)) continue;
+    any_sampled = true;
+    greedy = greedy && owners[i]->sampler.greedy_only();
+  }
+  greedy = greedy && any_sampled;
+  Result<LogitsView> lv = LogitsView{};
+  Result<std::span<const int32_t>> ids = std::span<const int32_t>{};
+  if (greedy)
+    ids = rt_.step_greedy(work);
+  else
+    lv = rt_.step(work);
   metrics_.steps.fetch_add(1);
-  if (!lv.ok()) {
+  if (const Status& st = greedy ? ids.status() : lv.status(); !st.ok()) {
     // Not expected (inputs were validated, KV was planned): fail this step's requests, keep serving.
     for (Active* a : owners)
-      finish(*a, FinishReason::None, false, lv.status().with_context("request " + a->handle->id()));
+      finish(*a, FinishReason::None, false, st.with_context("request " + a->handle->id()));
     std::erase_if(running_, [](const auto& a) { return a->done; });
     publish_gauges();
     return true;
   }
-  const int64_t V = lv->vocab;
   const auto now = Clock::now();
   for (size_t i = 0; i < owners.size(); ++i) {
     Active& a = *owners[i];
+    const bool sampled = samples(i);
     a.computed += static_cast<int64_t>(work[i].tokens.size());
-    if (a.computed < static_cast<int64_t>(a.tokens.size())) continue;  // a prompt chunk
-    scratch_logits_.assign(lv->row(static_cast<int64_t>(i)), lv->row(static_cast<int64_t>(i)) + V);
-    auto next = a.sampler.sample(scratch_logits_);
+    if (!sampled) continue;  // a prompt chunk
+    Result<int32_t> next = 0;
+    if (greedy) {
+      next = (*ids)[i];
+      if (next.value() < 0)
+        next = Error("greedy decoding: the largest logit is not finite (NaN, +inf, or every logit -inf)");
+      else
+        a.sampler.accept(next.value());
+    } else {
+      scratch_logits_.assign(lv->row(static_cast<int64_t>(i)), lv->row(static_cast<int64_t>(i)) + lv->vocab);
+      next = a.sampler.sample(scratch_logits_);
+    }
     if (!next.ok()) {
       finish(a, FinishReason::None, false, next.status().with_context("request " + a.handle->id()));
       continue;

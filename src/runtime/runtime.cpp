@@ -31,10 +31,12 @@ struct Runtime::Impl {
   size_t scratch_floats = 0;
   void* index_mem = nullptr;  // tokens, slots, positions, seq_index, out_rows, block tables (also of rings)
   void* logits_mem = nullptr;
+  int32_t* greedy_mem = nullptr;  // step_greedy's ids, max_out of them, after the index arrays
   // Host staging, sized at load.
   std::vector<int32_t> h_tokens, h_slots, h_pos, h_end, h_seq, h_out, h_tables;
   std::vector<int32_t> h_wslots, h_wtables;  // ring rows / ring block tables of windowed layers
   std::vector<float> h_logits;
+  std::vector<int32_t> h_greedy;
   std::vector<float> all_rows;  // all-logits prefill results gathered across chunks
   std::vector<Runtime::Work> work_buf;
   // Decode steps recorded per batch size (backends that record; see Runtime::step).
@@ -110,7 +112,9 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   FERRUM_ASSIGN_OR_RETURN(I.scratch_mem, I.backend->alloc(I.scratch_floats * sizeof(float)));
   const int64_t mb = I.kv->max_blocks_per_seq();
   const size_t n_index = static_cast<size_t>(6 * I.max_tokens + I.max_out + 2 * I.max_step_seqs * mb);
-  FERRUM_ASSIGN_OR_RETURN(I.index_mem, I.backend->alloc(n_index * sizeof(int32_t)));
+  FERRUM_ASSIGN_OR_RETURN(I.index_mem,
+                          I.backend->alloc((n_index + static_cast<size_t>(I.max_out)) * sizeof(int32_t)));
+  I.greedy_mem = static_cast<int32_t*>(I.index_mem) + n_index;
   FERRUM_ASSIGN_OR_RETURN(I.logits_mem,
                           I.backend->alloc(static_cast<size_t>(I.max_out * I.width) * sizeof(float)));
   I.h_tokens.reserve(static_cast<size_t>(I.max_tokens));
@@ -149,7 +153,7 @@ int64_t Runtime::truncate(int64_t seq, int64_t n) { return impl_->kv->truncate(s
 size_t Runtime::kv_bytes() const { return impl_->kv->bytes(); }
 void Runtime::reset() { impl_->kv->reset(); }
 
-Result<LogitsView> Runtime::step(std::span<const Work> work) {
+Result<int64_t> Runtime::run_step(std::span<const Work> work) {
   Impl& I = *impl_;
   const ModelConfig& mc = I.model->config();
   int64_t n_tokens = 0, n_out = 0;
@@ -271,15 +275,38 @@ Result<LogitsView> Runtime::step(std::span<const Work> work) {
     if (arena.overflowed()) return Error("internal: model scratch estimate too small for " + mc.arch);
     if (rec) rec->warmed = true;
   }
+  return n_out;
+}
+
+Status Runtime::finish_step(std::span<const Work> work) {
+  Impl& I = *impl_;
+  FERRUM_TRY(I.backend->check().with_context("step"));
+  for (const Work& w : work) I.kv->set_length(w.seq, w.pos + static_cast<int64_t>(w.tokens.size()));
+  I.profiler.count_step();
+  return {};
+}
+
+Result<LogitsView> Runtime::step(std::span<const Work> work) {
+  Impl& I = *impl_;
+  FERRUM_ASSIGN_OR_RETURN(const int64_t n_out, run_step(work));
   // The host rows grow with the largest step seen: sized for max_out rows up front they made 39 MB of
   // zeros resident for a 152k vocabulary (64 rows) in a single-stream run.
   const auto n_logits = static_cast<size_t>(n_out * I.width);
   if (I.h_logits.size() < n_logits) I.h_logits.resize(n_logits);
   I.backend->copy_to_host(I.h_logits.data(), I.logits_mem, n_logits * sizeof(float));
-  FERRUM_TRY(I.backend->check().with_context("step"));
-  for (const Work& w : work) I.kv->set_length(w.seq, w.pos + static_cast<int64_t>(w.tokens.size()));
-  I.profiler.count_step();
+  FERRUM_TRY(finish_step(work));
   return LogitsView{I.h_logits.data(), n_out, I.width};
+}
+
+Result<std::span<const int32_t>> Runtime::step_greedy(std::span<const Work> work) {
+  Impl& I = *impl_;
+  if (!I.model->causal()) return Error("greedy decoding needs a decoder; this model is an encoder");
+  FERRUM_ASSIGN_OR_RETURN(const int64_t n_out, run_step(work));
+  I.backend->argmax_rows(Tensor::f32(static_cast<float*>(I.logits_mem), n_out, I.width), I.greedy_mem);
+  I.h_greedy.resize(static_cast<size_t>(n_out));
+  I.backend->copy_to_host(I.h_greedy.data(), I.greedy_mem, I.h_greedy.size() * sizeof(int32_t));
+  FERRUM_TRY(finish_step(work));
+  return std::span<const int32_t>(I.h_greedy);
 }
 
 Result<LogitsView> Runtime::prefill(int64_t seq, std::span<const int32_t> tokens, bool all_logits) {
@@ -309,12 +336,25 @@ Result<LogitsView> Runtime::decode(int64_t seq, int32_t token, int64_t pos) {
   return step(std::span<const Work>(&w, 1));
 }
 
+namespace {
+
+// One single-token entry per item, in `buf`.
+std::span<const Runtime::Work> decode_work(std::span<const Runtime::DecodeItem> items,
+                                           std::vector<Runtime::Work>& buf) {
+  buf.clear();
+  for (const Runtime::DecodeItem& it : items)
+    buf.push_back(Runtime::Work{it.seq, std::span<const int32_t>(&it.token, 1), it.pos, false});
+  return buf;
+}
+
+}  // namespace
+
 Result<LogitsView> Runtime::decode_batch(std::span<const DecodeItem> items) {
-  std::vector<Work>& work = impl_->work_buf;
-  work.clear();
-  for (const DecodeItem& it : items)
-    work.push_back(Work{it.seq, std::span<const int32_t>(&it.token, 1), it.pos, false});
-  return step(work);
+  return step(decode_work(items, impl_->work_buf));
+}
+
+Result<std::span<const int32_t>> Runtime::decode_batch_greedy(std::span<const DecodeItem> items) {
+  return step_greedy(decode_work(items, impl_->work_buf));
 }
 
 namespace {

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -150,6 +152,58 @@ TEST_P(OpContract, EmbedGatherMatmulFloatTypes) {
       be->gather_rows(e1, dev(rows), g1);
       ref->gather_rows(e2.t(), rows.data(), g2.t());
       EXPECT_EQ(host(g1), g2.v);
+    }
+  }
+}
+
+// Greedy choice: the lowest column among equal maxima (ties placed after and before it), -0 tying +0,
+// and -1 for rows whose maximum is not finite (a NaN, a +inf, only -inf); vocabulary-sized rows.
+TEST_P(OpContract, ArgmaxRowsTakesTheLowestOfEqualMaxima) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (int64_t cols : {1, 7, 1000, 128256}) {
+    for (int64_t rows : {1, 6, 64}) {
+      Buf x(rows, cols, rng);
+      std::vector<int32_t> expect(static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) {
+        float* v = x.v.data() + r * cols;
+        const int64_t at = (r * 7919 + 13) % cols;
+        int32_t e = static_cast<int32_t>(at);
+        switch (r % 6) {
+          case 0:  // a tie after the maximum
+            v[at] = 50.0f;
+            if (at + 1 < cols) v[cols - 1] = 50.0f;
+            break;
+          case 1:  // one NaN
+            v[at] = nan;
+            e = -1;
+            break;
+          case 2:  // -inf everywhere but a +0 and a later -0
+            std::fill(v, v + cols, -inf);
+            v[at] = 0.0f;
+            if (at + 1 < cols) v[at + 1] = -0.0f;
+            break;
+          case 3:  // a tie two columns on, a near miss before
+            v[at] = 9.0f;
+            if (at + 2 < cols) v[at + 2] = 9.0f;
+            if (at > 0) v[at / 2] = 8.999f;
+            break;
+          case 4:  // one +inf
+            v[at] = inf;
+            e = -1;
+            break;
+          default:  // only -inf
+            std::fill(v, v + cols, -inf);
+            e = -1;
+        }
+        expect[size_t(r)] = e;
+      }
+      std::vector<int32_t> got_ref(static_cast<size_t>(rows)), got(static_cast<size_t>(rows), -2);
+      ref->argmax_rows(x.t(), got_ref.data());
+      EXPECT_EQ(got_ref, expect) << "reference cols=" << cols << " rows=" << rows;
+      int32_t* out = const_cast<int32_t*>(dev(got));
+      be->argmax_rows(dev(x), out);
+      be->copy_to_host(got.data(), out, got.size() * sizeof(int32_t));
+      EXPECT_EQ(got, expect) << "cols=" << cols << " rows=" << rows;
     }
   }
 }
@@ -303,7 +357,7 @@ TEST_P(OpContract, PagedAttentionOverRaggedBatch) {
 }
 
 // A prefill-shaped step: all 37 tokens of one sequence (causal, or as an encoder seeing the whole
-// sequence), then the last 3 tokens of a second one, so some query tiles hold one sequence only.
+// sequence), then 3 tokens of a second one.
 TEST_P(OpContract, PagedAttentionPrefill) {
   // head_dim 192 takes the CPU's generic kernel (the AVX-512 one takes up to 128 or multiples of 128).
   for (AttnShape s : {AttnShape{4, 2, 64}, AttnShape{3, 3, 48}, AttnShape{8, 8, 128}, AttnShape{2, 1, 256},
@@ -326,16 +380,79 @@ TEST_P(OpContract, PagedAttentionPrefill) {
         }
         const int64_t n = static_cast<int64_t>(positions.size());
         AttentionLayout L{n, positions.data(), kv_end.data(), seq_index.data(), tables.data(), 4, bs};
-        AttentionLayout dL{n, dev(positions), dev(kv_end), dev(seq_index), dev(tables), 4, bs};
+        const int32_t *dpos = dev(positions), *dend = dev(kv_end), *dseq = dev(seq_index),
+                      *dtab = dev(tables);
         AttentionParams p{s.heads, s.kv_heads, s.hd, 1.0f / std::sqrt(float(s.hd)), window};
         Buf q(n, s.heads * s.hd, rng), o2(n, s.heads * s.hd, rng);
-        Tensor d1 = dev(o2);
-        be->attention(dev(q), dev(kc), dev(vc), dL, p, d1);
+        Tensor dq = dev(q), dkc = dev(kc), dvc = dev(vc), d1 = dev(o2);
+        be->attention(dq, dkc, dvc, AttentionLayout{n, dpos, dend, dseq, dtab, 4, bs}, p, d1);
         ref->attention(q.t(), kc.t(), vc.t(), L, p, o2.t());
-        expect_close(host(d1), o2.v, 1e-5f,
-                     "prefill attention heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
-                         " hd=" + std::to_string(s.hd) + (causal ? " causal" : " encoder") +
-                         " window=" + std::to_string(window));
+        const std::string what = "heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+                                 " hd=" + std::to_string(s.hd) + (causal ? " causal" : " encoder") +
+                                 " window=" + std::to_string(window);
+        const std::vector<float> all = host(d1);
+        expect_close(all, o2.v, 1e-5f, "prefill attention " + what);
+        // A prefill row has the bits of the same token attended in a step of its own (as a decode step).
+        const int64_t row = s.heads * s.hd;
+        for (int64_t i : {int64_t{0}, int64_t{20}, n - 1}) {
+          Tensor d_one = dev(Buf(1, row, rng));
+          be->attention(Tensor::f32(dq.row<float>(i), 1, row), dkc, dvc,
+                        AttentionLayout{1, dpos + i, dend + i, dseq + i, dtab, 4, bs}, p, d_one);
+          const std::vector<float> alone = host(d_one);
+          EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + i * row, size_t(row) * sizeof(float)))
+              << "token " << i << " alone, " << what;
+        }
+      }
+    }
+  }
+}
+
+// A decode step of 20 sequences of 1 to 300 tokens (one token each, scattered blocks): every row as the
+// reference computes it, and bit for bit what the same token gives in a step of its own (the CUDA
+// backend serves several query heads a block from 16 tokens up, one head a block below).
+TEST_P(OpContract, PagedAttentionDecodeBatchEqualsEachSequenceAlone) {
+  for (AttnShape s : {AttnShape{8, 2, 128}, AttnShape{16, 2, 64}, AttnShape{32, 8, 128}, AttnShape{4, 1, 256},
+                      AttnShape{6, 1, 64}, AttnShape{4, 4, 32}}) {
+    for (int64_t window : {0, 37}) {
+      const int64_t bs = 16, n = 20, max_blocks = 19, kvd = s.kv_heads * s.hd;
+      std::vector<int32_t> positions, kv_end, seq_index, tables(size_t(n * max_blocks), 0);
+      int32_t next_block = 0;
+      for (int32_t i = 0; i < n; ++i) {
+        const int32_t len = 1 + (i * 97 + 40) % 300;
+        positions.push_back(len - 1);
+        kv_end.push_back(len);
+        seq_index.push_back(i);
+        for (int32_t b = 0; b < (len + bs - 1) / bs; ++b) tables[size_t(i * max_blocks + b)] = next_block++;
+      }
+      // Scatter the blocks: a fixed permutation of their ids.
+      std::vector<int32_t> perm(static_cast<size_t>(next_block));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int32_t& b : tables) b = perm[size_t(b)];
+      Buf kc(next_block * bs, kvd, rng), vc(next_block * bs, kvd, rng), q(n, s.heads * s.hd, rng);
+      Buf o2(n, s.heads * s.hd, rng);
+      AttentionParams p{s.heads, s.kv_heads, s.hd, 1.0f / std::sqrt(float(s.hd)), window};
+      Tensor dkc = dev(kc), dvc = dev(vc), dq = dev(q), d1 = dev(o2);
+      const int32_t *dpos = dev(positions), *dend = dev(kv_end), *dseq = dev(seq_index), *dtab = dev(tables);
+      be->attention(dq, dkc, dvc, AttentionLayout{n, dpos, dend, dseq, dtab, max_blocks, bs}, p, d1);
+      ref->attention(q.t(), kc.t(), vc.t(),
+                     AttentionLayout{n, positions.data(), kv_end.data(), seq_index.data(), tables.data(),
+                                     max_blocks, bs},
+                     p, o2.t());
+      const std::string what = "heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+                               " hd=" + std::to_string(s.hd) + " window=" + std::to_string(window);
+      const std::vector<float> batched = host(d1);
+      expect_close(batched, o2.v, 1e-5f, "decode attention " + what);
+      const int64_t row = s.heads * s.hd;
+      for (int64_t i : {int64_t{0}, int64_t{7}, n - 1}) {
+        Buf one(1, row, rng);
+        Tensor d_one = dev(one);
+        const Tensor qi = Tensor::f32(dq.row<float>(i), 1, row);
+        be->attention(qi, dkc, dvc, AttentionLayout{1, dpos + i, dend + i, dseq + i, dtab, max_blocks, bs}, p,
+                      d_one);
+        const std::vector<float> alone = host(d_one);
+        EXPECT_EQ(0, std::memcmp(alone.data(), batched.data() + i * row, size_t(row) * sizeof(float)))
+            << "sequence " << i << " alone, " << what;
       }
     }
   }

@@ -70,6 +70,37 @@ TEST_P(BatchedDecode, IsBitIdenticalToSingleDecode) {
 
 INSTANTIATE_TEST_SUITE_P(Runtime, BatchedDecode, ::testing::Values("qwen3", "qwen3_moe"));
 
+// Greedy steps return, for each row, the first maximum of the logits that decode_batch returns for the
+// same step (rewinding each sequence before the second run).
+TEST(Runtime, GreedyStepsPickTheFirstLargestLogit) {
+  FERRUM_REQUIRE_SHARED(kModel);
+  auto r = load(64, 3);
+  ASSERT_TRUE(r);
+  std::vector<Runtime::DecodeItem> items;
+  for (int64_t s = 0; s < 3; ++s) {
+    const std::vector<int32_t> prompt = {static_cast<int32_t>(5 + s), 17, static_cast<int32_t>(300 + 40 * s)};
+    ASSERT_TRUE(r->prefill(s, prompt).ok());
+    items.push_back({s, static_cast<int32_t>(42 + s), 3});
+  }
+  for (int step = 0; step < 4; ++step) {
+    auto lv = r->decode_batch(items);
+    ASSERT_TRUE(lv.ok()) << lv.status().message();
+    std::vector<int32_t> expect;
+    for (int64_t i = 0; i < lv->rows; ++i)
+      expect.push_back(
+          static_cast<int32_t>(std::max_element(lv->row(i), lv->row(i) + lv->vocab) - lv->row(i)));
+    for (const auto& it : items) ASSERT_EQ(r->truncate(it.seq, it.pos), it.pos);
+    auto ids = r->decode_batch_greedy(items);
+    ASSERT_TRUE(ids.ok()) << ids.status().message();
+    EXPECT_EQ(std::vector<int32_t>(ids->begin(), ids->end()), expect) << "step " << step;
+    for (size_t i = 0; i < items.size(); ++i) {
+      EXPECT_EQ(r->seq_length(items[i].seq), items[i].pos + 1);
+      items[i].token = expect[i];
+      ++items[i].pos;
+    }
+  }
+}
+
 // Backends that record decode steps (CUDA graphs) replay them from the third step of a batch size
 // on: greedy decoding of 1 and 3 sequences must give the same logits, bit for bit, as running every
 // step op by op. (On backends that do not record, both runs are op by op.)

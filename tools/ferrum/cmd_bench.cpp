@@ -102,11 +102,14 @@ void add_bench(CLI::App& app, int& exit_code) {
           std::vector<Runtime::DecodeItem> items;
           for (int64_t q = 0; q < n_seqs; ++q) items.push_back({q, prompts[size_t(q)][0], pos0});
           auto t0 = clock::now();
+          // Greedy decoding as the server runs it: the backend picks the tokens (Runtime::step_greedy).
           for (int64_t i = 0; i < o->tg; ++i) {
-            auto lv = r.decode_batch(items);
-            if (!lv.ok()) return void(exit_code = fail(lv.status()));
+            auto ids = r.decode_batch_greedy(items);
+            if (!ids.ok()) return void(exit_code = fail(ids.status()));
             for (size_t q = 0; q < items.size(); ++q) {
-              items[q].token = argmax(lv->row(int64_t(q)), c.vocab_size);
+              if ((*ids)[q] < 0)
+                return void(exit_code = fail(Error("decode: the largest logit is not finite")));
+              items[q].token = (*ids)[q];
               items[q].pos = pos0 + i + 1;
             }
           }

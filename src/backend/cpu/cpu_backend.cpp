@@ -263,4 +263,8 @@ void CpuBackend::gather_rows(const Tensor& x, const int32_t* rows, Tensor out) {
     std::memcpy(out.row<float>(r), x.row<float>(rows[r]), static_cast<size_t>(x.cols()) * sizeof(float));
 }
 
+void CpuBackend::argmax_rows(const Tensor& x, int32_t* out) {
+  for_each_row(x.rows(), 1, [&](int64_t r) { out[r] = argmax_row(x.row<float>(r), x.cols()); });
+}
+
 }  // namespace ferrum

@@ -41,6 +41,7 @@ class CpuBackend : public HostMemoryBackend {
   void scale(Tensor x, float s) override;
   void softcap(Tensor x, float cap) override;
   void gather_rows(const Tensor& x, const int32_t* rows, Tensor out) override;
+  void argmax_rows(const Tensor& x, int32_t* out) override;
   void moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) override;
   void expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate, const ExpertMatrices& up,
                            const MoeRouting& r, Tensor out) override;

@@ -114,6 +114,7 @@ class CudaBackend final : public Backend {
   void scale(Tensor x, float s) override;
   void softcap(Tensor x, float cap) override;
   void gather_rows(const Tensor& x, const int32_t* rows, Tensor out) override;
+  void argmax_rows(const Tensor& x, int32_t* out) override;
   void moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) override;
   void expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate, const ExpertMatrices& up,
                            const MoeRouting& r, Tensor out) override;
@@ -500,6 +501,10 @@ void CudaBackend::softcap(Tensor x, float cap) { note("softcap", cuda::softcap(s
 
 void CudaBackend::gather_rows(const Tensor& x, const int32_t* rows, Tensor out) {
   note("gather_rows", cuda::gather_rows(stream_, cfmat(x), rows, fmat(out)));
+}
+
+void CudaBackend::argmax_rows(const Tensor& x, int32_t* out) {
+  note("argmax_rows", cuda::argmax_rows(stream_, cfmat(x), out));
 }
 
 void CudaBackend::moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) {

@@ -190,6 +190,41 @@ __global__ void gather_rows_kernel(CFMat x, const int32_t* __restrict__ rows, FM
   copy_row(x.p + int64_t(rows[blockIdx.x]) * x.ld, out.p + blockIdx.x * out.ld, x.cols);
 }
 
+// One block per row: strided scans, then warp and block reductions of the best (value, column) pair,
+// a larger value first, then a lower column (a total order, so the reduction order cannot change the
+// winner), and of whether any value was a NaN or +inf.
+__global__ void argmax_rows_kernel(CFMat x, int32_t* __restrict__ out) {
+  __shared__ float best_v[32];
+  __shared__ int64_t best_i[32];
+  allow_dependents();
+  wait_for_inputs();
+  const float* row = x.p + int64_t(blockIdx.x) * x.ld;
+  float bv = -INFINITY;
+  int64_t bi = x.cols;
+  bool bad = false;
+  for (int64_t i = threadIdx.x; i < x.cols; i += blockDim.x) {
+    const float v = row[i];
+    bad |= isnan(v) || v == INFINITY;
+    if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  const auto reduce = [&] {
+    for (int o = 16; o > 0; o >>= 1) {
+      const float v = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int64_t i = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+    }
+  };
+  reduce();
+  if (lane == 0) best_v[warp] = bv, best_i[warp] = bi;
+  bad = __syncthreads_or(bad);
+  if (warp != 0) return;
+  bv = lane < n_warps ? best_v[lane] : -INFINITY;
+  bi = lane < n_warps ? best_i[lane] : x.cols;
+  reduce();
+  if (lane == 0) out[blockIdx.x] = bad || bv == -INFINITY ? -1 : static_cast<int32_t>(bi);
+}
+
 // One block per token: cos/sin per frequency once (in double, as the reference), then every head.
 __global__ void rope_kernel(FMat x, int64_t n_heads, int64_t head_dim, int64_t half, bool neox,
                             const float* __restrict__ inv_freq, const int32_t* __restrict__ positions) {
@@ -391,6 +426,12 @@ cudaError_t softcap(cudaStream_t s, FMat x, float v) {
 cudaError_t gather_rows(cudaStream_t s, CFMat x, const int32_t* rows, FMat out) {
   if (out.rows == 0) return cudaSuccess;
   launch(gather_rows_kernel, static_cast<unsigned>(out.rows), kRowThreads, 0, s, x, rows, out);
+  return cudaGetLastError();
+}
+
+cudaError_t argmax_rows(cudaStream_t s, CFMat x, int32_t* out) {
+  if (x.rows == 0) return cudaSuccess;
+  launch(argmax_rows_kernel, static_cast<unsigned>(x.rows), 1024, 0, s, x, out);
   return cudaGetLastError();
 }
 

@@ -81,6 +81,7 @@ cudaError_t gelu_erf(cudaStream_t s, FMat x);
 cudaError_t scale(cudaStream_t s, FMat x, float v);
 cudaError_t softcap(cudaStream_t s, FMat x, float cap);
 cudaError_t gather_rows(cudaStream_t s, CFMat x, const int32_t* rows, FMat out);
+cudaError_t argmax_rows(cudaStream_t s, CFMat x, int32_t* out);
 // Rotates the first rope_dim dims of each of n_heads heads (head_dim apart) of every row of x.
 cudaError_t rope(cudaStream_t s, FMat x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, bool neox,
                  const float* inv_freq, const int32_t* positions);

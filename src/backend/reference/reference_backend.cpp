@@ -169,6 +169,12 @@ void ReferenceBackend::gather_rows(const Tensor& x, const int32_t* rows, Tensor 
     for (int64_t i = 0; i < x.cols(); ++i) out.row<float>(r)[i] = x.row<float>(rows[r])[i];
 }
 
+void ReferenceBackend::argmax_rows(const Tensor& x, int32_t* out) {
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    out[r] = argmax_row(x.row<float>(r), x.cols());
+  }
+}
+
 void ReferenceBackend::moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) {
   const int64_t n_exp = logits.cols(), k = r.k;
   std::vector<int32_t> by_rank(static_cast<size_t>(n_exp));

@@ -19,7 +19,8 @@ class ReferenceBackend : public HostMemoryBackend {
   void add_bias(Tensor x, const Tensor& bias) override;
   void matmul(const Tensor& x, const Tensor& w, Tensor out) override;
   void rope(Tensor x, int64_t n_heads, const RopeParams& p, const int32_t* positions) override;
-  void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v, const int32_t* slots) override;
+  void kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, const Tensor& v,
+                const int32_t* slots) override;
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionLayout& layout,
                  const AttentionParams& p, Tensor out) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor out) override;
@@ -28,6 +29,7 @@ class ReferenceBackend : public HostMemoryBackend {
   void scale(Tensor x, float s) override;
   void softcap(Tensor x, float cap) override;
   void gather_rows(const Tensor& x, const int32_t* rows, Tensor out) override;
+  void argmax_rows(const Tensor& x, int32_t* out) override;
   void moe_route(const Tensor& logits, bool normalize, const MoeRouting& r) override;
   void expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gate, const ExpertMatrices& up,
                            const MoeRouting& r, Tensor out) override;
