@@ -13,7 +13,8 @@
 //
 // Determinism: a sequence's logits do not depend on what else is in the step (the backends compute
 // each row with a fixed reduction order), and each request samples from its own seeded RNG, so an
-// output is the same alone or batched.
+// output is the same alone or batched. In steps where every sampled request is greedy the backend
+// picks the tokens (Runtime::step_greedy: the same argmax, without copying logits to the host).
 #pragma once
 
 #include <atomic>
