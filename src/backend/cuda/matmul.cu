@@ -74,14 +74,23 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 // The grouped-expert form of gemv_kernel: block row (blockIdx.y) = expert e, which takes its pairs
-// offsets[e] .. offsets[e + 1] eight at a time with the same per-pair arithmetic as a token above.
+// offsets[e] .. offsets[e + 1] eight at a time with the same per-pair arithmetic as a token above
+// (so a pair's result does not depend on by_pair).
 template <class Q, bool kGateUp>
 __global__ void __launch_bounds__(kGemvWarps * 32)
-    expert_gemv_kernel(EMat w, EMat u, CFMat x, bool per_token, Routing rt, FMat y, bool wvec, bool xvec) {
+    expert_gemv_kernel(EMat w, EMat u, CFMat x, bool per_token, Routing rt, FMat y, bool wvec, bool xvec,
+                       bool by_pair) {
   wait_for_inputs();  // the trigger is left to the exit, as in the other GEMVs
   constexpr int NT = kGemvMaxTokens;
   const int lane = threadIdx.x & 31;
-  const int64_t e = blockIdx.y, r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  // by_pair: block row y serves the expert of grouped pair y if y is that expert's first pair (steps
+  // with fewer pairs than experts, e.g. decode: a grid row per expert would be mostly empty blocks).
+  int64_t e = blockIdx.y;
+  if (by_pair) {
+    e = rt.ids[rt.order[blockIdx.y]];
+    if (rt.offsets[e] != int64_t(blockIdx.y)) return;
+  }
   const int64_t first = rt.offsets[e], count = rt.offsets[e + 1] - first;
   if (count == 0 || r >= w.rows) return;
   const uint8_t* wrow = static_cast<const uint8_t*>(w.mats[e]) + r * w.row_bytes;
@@ -197,16 +206,17 @@ __global__ void group_kernel(Routing rt) {
   }
 }
 
+// Block (token t, 256 columns): a column a thread (one block a token looping over the columns took
+// 17 µs for 2048 columns, k = 8: a chain of dependent loads per column).
 __global__ void combine_kernel(CFMat y, Routing rt, FMat out) {
   allow_dependents();
   wait_for_inputs();
-  const int64_t t = blockIdx.x;
-  for (int64_t c = threadIdx.x; c < y.cols; c += blockDim.x) {
-    float acc = 0.0f;
-    for (int64_t j = 0; j < rt.k; ++j)
-      acc = fmaf(rt.weights[t * rt.k + j], y.p[int64_t(rt.rank[t * rt.k + j]) * y.ld + c], acc);
-    out.p[t * out.ld + c] = acc;
-  }
+  const int64_t t = blockIdx.x, c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (c >= y.cols) return;
+  float acc = 0.0f;
+  for (int64_t j = 0; j < rt.k; ++j)
+    acc = fmaf(rt.weights[t * rt.k + j], y.p[int64_t(rt.rank[t * rt.k + j]) * y.ld + c], acc);
+  out.p[t * out.ld + c] = acc;
 }
 
 // Columns at .. at + 3 (those below `left`) of w ~= hi + lo, or of w ~= hi when lo is null; four halves
@@ -316,16 +326,18 @@ cudaError_t expert_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, 
   // 16-byte aligned when every row length in bytes is (cudaMalloc bases are 256-byte aligned).
   const bool wvec = w.cols % 8 == 0 && w.row_bytes % 16 == 0;
   const bool xvec = w.cols % 8 == 0 && x.ld % 4 == 0 && aligned16(x.p);
+  const int64_t n_pairs = r.n_tokens * r.k;
+  const bool by_pair = n_pairs < r.n_experts;
   const dim3 grid(static_cast<unsigned>((w.rows + kGemvWarps - 1) / kGemvWarps),
-                  static_cast<unsigned>(r.n_experts));
+                  static_cast<unsigned>(by_pair ? n_pairs : r.n_experts));
   dispatch_chunk(w.type, [&](auto q) {
     using Q = decltype(q);
     if (up)
       launch(expert_gemv_kernel<Q, true>, grid, kGemvWarps * 32, 0, s, w, *up, x, per_token, r, out, wvec,
-             xvec);
+             xvec, by_pair);
     else
       launch(expert_gemv_kernel<Q, false>, grid, kGemvWarps * 32, 0, s, w, w, x, per_token, r, out, wvec,
-             xvec);
+             xvec, by_pair);
   });
   return cudaGetLastError();
 }
@@ -339,7 +351,8 @@ cudaError_t moe_route(cudaStream_t s, CFMat logits, bool normalize, const Routin
 
 cudaError_t moe_combine(cudaStream_t s, CFMat y, const Routing& r, FMat out) {
   if (r.n_tokens == 0) return cudaSuccess;
-  launch(combine_kernel, static_cast<unsigned>(r.n_tokens), 256, 0, s, y, r, out);
+  const dim3 grid(static_cast<unsigned>(r.n_tokens), static_cast<unsigned>((y.cols + 255) / 256));
+  launch(combine_kernel, grid, 256, 0, s, y, r, out);
   return cudaGetLastError();
 }
 
