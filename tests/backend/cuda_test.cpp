@@ -10,6 +10,7 @@
 #include <random>
 
 #include "backend/backend.h"
+#include "backend/cuda/cublas.h"
 #include "device_util.h"
 #include "mirror.h"
 #include "quant/matmul.h"
@@ -27,6 +28,18 @@ const DType kQuantTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0,
                              DType::Q4_K, DType::Q5_K, DType::Q6_K};
 const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
                            DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+// cuBLAS is opened when a CUDA backend is made (backend/cuda/cublas.h), not by the loader at start-up;
+// opening it needs no GPU. (tests/cli/run_test.py checks that a CPU run does not map it.)
+TEST(CudaLibraries, CublasOpensAtRunTime) {
+  auto api = cuda::cublas();
+  ASSERT_TRUE(api.ok()) << api.status().message();
+  EXPECT_NE(api.value()->create, nullptr);
+  EXPECT_NE(api.value()->destroy, nullptr);
+  EXPECT_NE(api.value()->set_stream, nullptr);
+  EXPECT_NE(api.value()->gemm_ex, nullptr);
+  EXPECT_EQ(cuda::cublas().value(), api.value()) << "opened once";
+}
 
 class CudaBackendTest : public ::testing::Test {
  protected:

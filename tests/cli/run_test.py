@@ -44,10 +44,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tpl = os.path.join(tmp, "chatml.jinja")
         open(tpl, "w").write(CHATML)
-        child = pexpect.spawn(FERRUM, ["run", "--model", MODEL, "--chat-template", tpl, "--temp", "0", "-n", "8", "-v"],
-                              encoding="utf-8", timeout=60)
+        child = pexpect.spawn(FERRUM, ["run", "--model", MODEL, "--chat-template", tpl, "--temp", "0", "-n", "8", "-v",
+                                       "--backend", "cpu"], encoding="utf-8", timeout=60)
         stats = re.compile(r"\[prompt (\d+) tokens \((\d+) cached, (\d+) prefilled\)")
         child.expect("> ")
+        # A CUDA build opens cuBLAS only for a CUDA backend (linked, cuBLASLt alone made ~150 MB resident).
+        with open(f"/proc/{child.pid}/maps") as maps:
+            check("libcublas" not in maps.read(), "a CPU run does not map cuBLAS")
         child.sendline("Lily went to the park")
         child.expect(stats)
         n1, c1, p1 = map(int, child.match.groups())

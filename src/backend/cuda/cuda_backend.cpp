@@ -1,6 +1,5 @@
 #include "backend/cuda/cuda_backend.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -8,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cuda/cublas.h"
 #include "backend/cuda/kernels.h"
 
 namespace ferrum {
@@ -141,6 +141,7 @@ class CudaBackend final : public Backend {
   bool exact_gemm_;
   cudaDeviceProp prop_{};
   cudaStream_t stream_ = nullptr;
+  const cuda::Cublas* cublas_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   uint8_t* staging_ = nullptr;  // pinned; [0, staged_) may still be in flight
   size_t staged_ = 0;
@@ -173,16 +174,17 @@ Result<std::unique_ptr<Backend>> CudaBackend::create(int device, bool exact_gemm
   FERRUM_TRY(check_cuda(cuda::init_attention(), "attention kernel attributes"));
   FERRUM_TRY(check_cuda(cuda::init_kquant_gemv(), "GEMV kernel attributes"));
   FERRUM_TRY(check_cuda(cuda::init_kquant_batch(), "batched k-quant kernel attributes"));
-  if (cublasStatus_t s = cublasCreate(&b->blas_); s != CUBLAS_STATUS_SUCCESS)
+  FERRUM_ASSIGN_OR_RETURN(b->cublas_, cuda::cublas());
+  if (cublasStatus_t s = b->cublas_->create(&b->blas_); s != CUBLAS_STATUS_SUCCESS)
     return Error(std::string("cuda: cublasCreate: ") + blas_status_name(s));
-  if (cublasStatus_t s = cublasSetStream(b->blas_, b->stream_); s != CUBLAS_STATUS_SUCCESS)
+  if (cublasStatus_t s = b->cublas_->set_stream(b->blas_, b->stream_); s != CUBLAS_STATUS_SUCCESS)
     return Error(std::string("cuda: cublasSetStream: ") + blas_status_name(s));
   return std::unique_ptr<Backend>(std::move(b));
 }
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
-  if (blas_) cublasDestroy(blas_);
+  if (blas_) cublas_->destroy(blas_);
   if (scratch_) cudaFree(scratch_);
   for (void* p : retired_) cudaFree(p);
   if (staging_) cudaFreeHost(staging_);
@@ -404,10 +406,10 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
   float* y = static_cast<float*>(out.data);
   if (w.type == DType::F32) {
     // CUBLAS_COMPUTE_32F keeps full fp32 products (no TF32).
-    return note_blas("matmul", cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, k, &one, w.data,
-                                            CUDA_R_32F, static_cast<int>(w.row_stride() / 4), x.data,
-                                            CUDA_R_32F, static_cast<int>(x.row_stride() / 4), &zero, y,
-                                            CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return note_blas("matmul", cublas_->gemm_ex(blas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, k, &one, w.data,
+                                                CUDA_R_32F, static_cast<int>(w.row_stride() / 4), x.data,
+                                                CUDA_R_32F, static_cast<int>(x.row_stride() / 4), &zero, y,
+                                                CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   // 16-bit tensor-core products with fp32 accumulation. By default one product: a quantized weight is
   // decoded to f16, F16/BF16 weights are used as stored, and activations are rounded to the weight's
@@ -435,8 +437,9 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, Tensor out) {
   void *xh = base, *xl = single ? nullptr : base + act_bytes, *wl = single ? nullptr : wh + tile_bytes;
   note("matmul", cuda::split_activations(stream_, cfmat(x), bf16, xh, xl));
   auto product = [&](const void* a, int lda, int nr, const void* b, const float* beta, float* c) {
-    note_blas("matmul", cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, k, &one, a, t16, lda, b, t16, k,
-                                     beta, c, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    note_blas("matmul",
+              cublas_->gemm_ex(blas_, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, k, &one, a, t16, lda, b, t16, k, beta,
+                               c, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   };
   for (int r0 = 0; r0 < rows; r0 += tile_rows) {
     const int nr = std::min(tile_rows, rows - r0);
