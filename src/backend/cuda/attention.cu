@@ -18,8 +18,8 @@ namespace {
 // 16 warps: a decode token's keys are split 16 ways, which shortens the chain of dependent block-table
 // and key loads that bounds a single sequence's decode attention.
 constexpr int kWarps = 16;
-constexpr int kKeyGroup = 8;  // keys a warp scores at once in the per-token path
-constexpr int kHeads = 4;     // query heads of one kv head a per-token block serves at most
+constexpr int kKeyGroup = 8;  // keys a warp scores at once
+constexpr int kHeads = 4;     // query heads (of one kv head) a block serves at most
 
 __device__ __forceinline__ int64_t first_key(const AttnArgs& a, int64_t end) {
   return a.window > 0 ? (end - a.window > 0 ? end - a.window : 0) : 0;
@@ -67,7 +67,7 @@ __device__ void attend_token(const AttnArgs& a, int64_t t, int64_t h, int nh, CF
       qv[hh][i] = hh < nh && d < hd ? q.p[t * q.ld + (h + hh) * hd + d] : 0.0f;
       o[hh][i] = 0.0f;
     }
-  float m = -FLT_MAX, l = 0.0f;  // of head my_head
+  float m = -FLT_MAX, l = 0.0f;  // head lane / 8's running max and sum
   for (int64_t j0 = first + kKeyGroup * warp; j0 < end; j0 += kKeyGroup * kWarps) {
     float part[32];  // [hh * kKeyGroup + u]
     int64_t slot[kKeyGroup];
