@@ -204,9 +204,12 @@ __global__ void argmax_rows_kernel(CFMat x, int32_t* __restrict__ out, bool vec)
   float bv = -INFINITY;
   int64_t bi = x.cols;
   bool bad = false;
+  const auto take = [&](float v, int64_t i) {
+    if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+  };
   const auto consider = [&](float v, int64_t i) {
     bad |= isnan(v) || v == INFINITY;
-    if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+    take(v, i);
   };
   const int64_t n4 = vec ? x.cols / 4 : 0;
   const float4* row4 = reinterpret_cast<const float4*>(row);
@@ -232,8 +235,7 @@ __global__ void argmax_rows_kernel(CFMat x, int32_t* __restrict__ out, bool vec)
   const auto reduce = [&] {
     for (int o = 16; o > 0; o >>= 1) {
       const float v = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int64_t i = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+      take(v, __shfl_xor_sync(0xffffffffu, bi, o));
     }
   };
   reduce();

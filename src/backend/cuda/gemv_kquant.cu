@@ -491,8 +491,8 @@ bool kquant_gemv_applies(const WMat& w, CFMat x) {
   }
 }
 
-cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y, bool int8_acts, void* scratch) {
-  return kquant_gemv_group(s, x, &w, &y, 1, int8_acts, scratch);
+cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
+  return kquant_gemv_group(s, x, &w, &y, 1, false, nullptr);
 }
 
 // One launch per weight type present.

@@ -306,7 +306,7 @@ bool weight_type_supported(DType t) {
 
 cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
   if (w.rows == 0 || x.rows == 0) return cudaSuccess;
-  if (kquant_gemv_applies(w, x)) return kquant_gemv(s, w, x, y, false, nullptr);
+  if (kquant_gemv_applies(w, x)) return kquant_gemv(s, w, x, y);
   const bool wvec = weight_rows_vectorizable(w);
   const bool xvec = w.cols % 8 == 0 && x.ld % 4 == 0 && aligned16(x.p);
   const unsigned blocks = static_cast<unsigned>((w.rows + kGemvWarps - 1) / kGemvWarps);
