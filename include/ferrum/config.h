@@ -25,7 +25,8 @@ struct RuntimeConfig {
   bool exact_gemm = false;         // CUDA: products keep float32 accuracy: prefill (over 64 tokens) as
                                    //   three f16 products of split operands instead of one product of
                                    //   f16-rounded weights and activations, and Q4_K decode (up to 64
-                                   //   tokens) against float activations instead of 8-bit ones
+                                   //   tokens) and Q4_K/Q6_K MoE experts against float activations
+                                   //   instead of 8-bit ones
 
   // Defaults overridden by FERRUM_BACKEND, FERRUM_THREADS, FERRUM_KV_CAPACITY, FERRUM_MAX_SEQS,
   // FERRUM_KV_BLOCKS, FERRUM_KV_MEMORY_MIB, FERRUM_MAX_BATCH_TOKENS, FERRUM_PROFILE, FERRUM_STEP_GRAPHS,

@@ -1,8 +1,9 @@
 // What the CUDA backend promises beyond the op contract: quantized weights through every matmul
 // path (GEMVs for small steps, tensor-core k-quant kernels for batched steps, f16 tiles + cuBLAS for
 // large ones) against the scalar reference,
-// a token's result independent of the rest of its step, quantized embedding rows, and
-// failures reported through check(). Skips without a device. (The MoE ops are in the op contract.)
+// a token's result independent of the rest of its step, the 8-bit-activation expert products, quantized
+// embedding rows, and failures reported through check(). Skips without a device. (The float32-accurate
+// MoE ops are in the op contract.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -96,6 +97,19 @@ class CudaBackendTest : public ::testing::Test {
   std::unique_ptr<Mirror> mirror;
   std::mt19937 rng{99};
 };
+
+// x rounded per 256 columns as the 8-bit-activation GEMVs round it: int8 codes
+// q = round_half_even(x * (127 / max |x|)) times the scale max |x| / 127 (llama.cpp's Q8_K blocks).
+std::vector<double> rounded_per_256(const std::vector<float>& x) {
+  std::vector<double> xq(x.size());
+  for (size_t b = 0; b < x.size(); b += 256) {
+    float amax = 0.0f;
+    for (size_t i = b; i < b + 256; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f, d = amax / 127.0f;
+    for (size_t i = b; i < b + 256; ++i) xq[i] = std::nearbyint(double(x[i]) * id) * d;
+  }
+  return xq;
+}
 
 float max_rel_err(const std::vector<float>& got, const std::vector<float>& want) {
   return max_abs_diff(got.data(), want.data(), got.size()) /
@@ -195,13 +209,7 @@ TEST_F(CudaBackendTest, Int8GemvMultipliesActivationsRoundedPer256Columns) {
       for (int64_t tokens : {1, 3, 5, 8, 13}) {  // 5 and up: a quantize pass; 13: two tiles of 8
         std::vector<float> x = normal(tokens * k, tokens == 3 ? 1e3f : tokens == 1 ? 1e-3f : 1.0f);
         if (tokens == 8) std::fill(x.begin() + k, x.begin() + k + 256, 0.0f);  // a block of scale 0
-        std::vector<double> xq(x.size());
-        for (size_t b = 0; b < x.size(); b += 256) {
-          float amax = 0.0f;
-          for (size_t i = b; i < b + 256; ++i) amax = std::max(amax, std::fabs(x[i]));
-          const float id = amax > 0.0f ? 127.0f / amax : 0.0f, d = amax / 127.0f;
-          for (size_t i = b; i < b + 256; ++i) xq[i] = std::nearbyint(double(x[i]) * id) * d;
-        }
+        const std::vector<double> xq = rounded_per_256(x);
         const std::vector<float> got = product(*fast_be.value(), fast, x, tokens, k, dw);
         int64_t outside = 0;
         double worst = 0.0;
@@ -222,6 +230,139 @@ TEST_F(CudaBackendTest, Int8GemvMultipliesActivationsRoundedPer256Columns) {
         EXPECT_EQ(outside, 0) << dtype_name(type) << " k=" << k << " tokens=" << tokens
                               << ": worst error / bound " << worst;
       }
+    }
+  }
+}
+
+// The default MoE expert products for Q4_K and Q6_K experts (exact_gemm = false): activations rounded as
+// above, for steps of any size (experts receiving 1 to 70 pairs: one to nine tiles of 8). Each output is
+// checked against the decoded weights times the rounded activations in double precision: the down
+// product within the bound above, the gate/up output silu(g) * u within what the bounds of g and u
+// allow (|silu'| <= 1.1) plus float32 rounding of silu. A token routed alone gets the same bits as in
+// the steps of 40 and 70.
+TEST_F(CudaBackendTest, ExpertInt8ProductsMultiplyActivationsRoundedPer256Columns) {
+  auto fast_be = create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = false});
+  ASSERT_TRUE(fast_be.ok()) << fast_be.status().message();
+  Backend& fb = *fast_be.value();
+  Mirror fast(fb);
+  const int64_t n_experts = 16, k = 4, hidden = 512, inter = 300, down_cols = 768, down_rows = 200;
+  struct Experts {
+    std::vector<uint8_t> q;
+    std::vector<float> f;
+    ExpertMatrices m;
+  };
+  // n_experts [rows, cols] matrices as one stack; m points at the device copy.
+  const auto experts = [&](DType type, int64_t rows, int64_t cols) {
+    Experts x{stored(type, rows * n_experts, cols), {}, {}};
+    x.f = decoded(type, x.q, rows * n_experts, cols);
+    const Tensor w = fast.weight(Tensor::matrix_view(type, x.q.data(), rows, cols, n_experts));
+    std::vector<const void*> table;
+    for (int64_t e = 0; e < n_experts; ++e) table.push_back(w.matrix(e).data);
+    x.m = {type, n_experts, rows, cols, row_bytes(type, cols), fast.array(table)};
+    return x;
+  };
+  // Routing of `logits` [n, n_experts] by the reference, copied to the device.
+  struct Routed {
+    std::vector<int32_t> ids, offsets, order, rank;
+    std::vector<float> weights;
+    MoeRouting dev;
+  };
+  const auto route = [&](const std::vector<float>& logits, int64_t n) {
+    Routed h{std::vector<int32_t>(size_t(n * k)), std::vector<int32_t>(size_t(n_experts + 1)),
+             std::vector<int32_t>(size_t(n * k)), std::vector<int32_t>(size_t(n * k)),
+             std::vector<float>(size_t(n * k)),   {}};
+    MoeRouting r{
+        n, n_experts, k, h.ids.data(), h.weights.data(), h.offsets.data(), h.order.data(), h.rank.data()};
+    ref->moe_route(Tensor::f32(const_cast<float*>(logits.data()), n, n_experts), true, r);
+    const auto put = [&](const auto& v) {
+      return const_cast<std::remove_cvref_t<decltype(v[0])>*>(fast.array(v));
+    };
+    h.dev = {n, n_experts, k, put(h.ids), put(h.weights), put(h.offsets), put(h.order), put(h.rank)};
+    return h;
+  };
+  for (DType type : {DType::Q4_K, DType::Q6_K}) {
+    SCOPED_TRACE(dtype_name(type));
+    const Experts gate = experts(type, inter, hidden), up = experts(type, inter, hidden);
+    const Experts down = experts(type, down_rows, down_cols);
+    for (int64_t n :
+         {1, 40, 70}) {  // 70: prefill-like, blocks of several tiles (expert 0: 32 + 32 + 6 pairs)
+      SCOPED_TRACE("tokens=" + std::to_string(n));
+      const int64_t pairs = n * k;
+      std::vector<float> logits = normal(n * n_experts);
+      for (int64_t t = 0; t < n; ++t) logits[size_t(t * n_experts)] = 10.0f;  // expert 0 takes every token
+      const Routed rt = route(logits, n);
+      // Activation scales far from 1, and a 256-column block of zeros (scale 0).
+      std::vector<float> x = normal(n * hidden, n == 1 ? 1e-3f : 1.0f), xd = normal(pairs * down_cols, 30.0f);
+      std::fill(x.end() - 256, x.end(), 0.0f);
+      const Tensor act = fast.f32(std::vector<float>(size_t(pairs * inter)), pairs, inter);
+      const Tensor dn = fast.f32(std::vector<float>(size_t(pairs * down_rows)), pairs, down_rows);
+      fb.expert_gate_up_silu(fast.f32(x, n, hidden), gate.m, up.m, rt.dev, act);
+      fb.expert_matmul(fast.f32(xd, pairs, down_cols), down.m, rt.dev, dn);
+      const std::vector<float> got_act = fast.host(act), got_dn = fast.host(dn);
+      ASSERT_TRUE(fb.check().ok());
+      const std::vector<double> xq = rounded_per_256(x), xdq = rounded_per_256(xd);
+      // Product of row r of expert e's matrix (of `cols` columns) with the rounded activations at a,
+      // and its error bound.
+      const auto dot = [](const Experts& w, int64_t rows, int64_t cols, int64_t e, int64_t r,
+                          const double* a) {
+        double sum = 0.0, sum_x = 0.0, max_w = 0.0;
+        const float* wr = w.f.data() + (e * rows + r) * cols;
+        for (int64_t i = 0; i < cols; ++i) {
+          sum += double(wr[i]) * a[i];
+          sum_x += std::fabs(a[i]);
+          max_w = std::max(max_w, std::fabs(double(wr[i])));
+        }
+        return std::pair<double, double>(sum, 0x1p-19 * max_w * sum_x + 1e-30);
+      };
+      int64_t outside = 0;
+      double worst = 0.0;
+      const auto check = [&](float got, double want, double bound) {
+        const double err = std::fabs(double(got) - want);
+        worst = std::max(worst, err / bound);
+        outside += err > bound;
+      };
+      for (int64_t i = 0; i < pairs; ++i) {
+        const int64_t p = rt.order[size_t(i)], t = p / k, e = rt.ids[size_t(p)];
+        for (int64_t r = 0; r < inter; ++r) {
+          const auto [g, bg] = dot(gate, inter, hidden, e, r, xq.data() + t * hidden);
+          const auto [u, bu] = dot(up, inter, hidden, e, r, xq.data() + t * hidden);
+          const double silu = g / (1.0 + std::exp(-g)), want = silu * u;
+          check(got_act[size_t(i * inter + r)], want,
+                1.1 * bg * (std::fabs(u) + bu) + std::fabs(silu) * bu + 1e-6 * std::fabs(want) + 1e-30);
+        }
+        for (int64_t r = 0; r < down_rows; ++r) {
+          const auto [v, bv] = dot(down, down_rows, down_cols, e, r, xdq.data() + i * down_cols);
+          check(got_dn[size_t(i * down_rows + r)], v, bv);
+        }
+      }
+      EXPECT_EQ(outside, 0) << "worst error / bound " << worst;
+      if (n == 1) continue;
+      for (int64_t t : {int64_t{0}, int64_t{17}, n - 1}) {
+        SCOPED_TRACE("token " + std::to_string(t) + " alone");
+        const Routed one = route(
+            std::vector<float>(logits.begin() + t * n_experts, logits.begin() + (t + 1) * n_experts), 1);
+        std::vector<float> xd1(size_t(k * down_cols));
+        for (int64_t j = 0; j < k; ++j)
+          std::copy_n(xd.begin() + rt.rank[size_t(t * k + j)] * down_cols, down_cols,
+                      xd1.begin() + one.rank[size_t(j)] * down_cols);
+        const Tensor a1 = fast.f32(std::vector<float>(size_t(k * inter)), k, inter);
+        const Tensor d1 = fast.f32(std::vector<float>(size_t(k * down_rows)), k, down_rows);
+        fb.expert_gate_up_silu(
+            fast.f32(std::vector<float>(x.begin() + t * hidden, x.begin() + (t + 1) * hidden), 1, hidden),
+            gate.m, up.m, one.dev, a1);
+        fb.expert_matmul(fast.f32(xd1, k, down_cols), down.m, one.dev, d1);
+        const std::vector<float> h1 = fast.host(a1), hd1 = fast.host(d1);
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t from = rt.rank[size_t(t * k + j)], to = one.rank[size_t(j)];
+          EXPECT_TRUE(std::equal(h1.begin() + to * inter, h1.begin() + (to + 1) * inter,
+                                 got_act.begin() + from * inter))
+              << "gate/up rows of choice " << j;
+          EXPECT_TRUE(std::equal(hd1.begin() + to * down_rows, hd1.begin() + (to + 1) * down_rows,
+                                 got_dn.begin() + from * down_rows))
+              << "down rows of choice " << j;
+        }
+      }
+      EXPECT_TRUE(fb.check().ok());
     }
   }
 }

@@ -649,6 +649,22 @@ TEST_P(MoeContract, RouteGateUpDownCombineAndBatchInvariance) {
   }
 }
 
+// A prefill-sized step: more pairs than one pass of a backend's grouping may hold (the CUDA kernel
+// stages 8 192 expert ids at a time).
+TEST_P(MoeContract, RouteGroupsStepsOfManyPairs) {
+  const int64_t n = 1100, experts = 128, k = 8;
+  Buf logits = router_logits(n, experts, rng);
+  HostRouting want(n, experts, k), got(n, experts, k);
+  ref->moe_route(logits.t(), true, want.r);
+  MoeRouting dr = dev_routing(got);
+  be->moe_route(dev(logits), true, dr);
+  read_routing(dr, got);
+  EXPECT_EQ(got.ids, want.ids);
+  EXPECT_EQ(got.offsets, want.offsets);
+  EXPECT_EQ(got.order, want.order);
+  EXPECT_EQ(got.rank, want.rank);
+}
+
 #ifdef FERRUM_OPS_TEST_CUDA
 INSTANTIATE_TEST_SUITE_P(Backends, OpContract, ::testing::Values("cuda"));
 INSTANTIATE_TEST_SUITE_P(Backends, MoeContract, ::testing::Values("cuda"));

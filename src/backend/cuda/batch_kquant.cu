@@ -165,13 +165,7 @@ struct Q6K {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const uint8_t* b = w.p + rows[i] * w.row_bytes + st * sizeof(BlockQ6_K);
-#pragma unroll
-        for (int k = 0; k < 8; ++k)
-          ql[i][k] = ld32_a2(b + 64 * (k >> 2) + 32 * ((k >> 1) & 1) + 16 * (k & 1) + 4 * c);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) qh[i][k] = ld32_a2(b + 128 + 32 * (k >> 1) + 16 * (k & 1) + 4 * c);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) sc[i][k] = ld32_a2(b + 192 + 4 * k);
+        load_q6k_words(b, c, ql[i], qh[i], sc[i]);
         d[i] = half_bits_to_float(ld16(b + 208));
       }
     }

@@ -20,6 +20,9 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// silu(g) * u, the gated activation of the expert gate/up kernels.
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 // `red` is 32 floats of shared memory; the function may be called repeatedly with the same buffer.
 __device__ __forceinline__ float block_sum(float v, float* red) {

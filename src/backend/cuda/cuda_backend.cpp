@@ -524,6 +524,11 @@ void CudaBackend::expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gat
       return fail(
           Error(fmt::format("cuda expert_gate_up_silu: no kernel for weight type {}", dtype_name(t))));
   const cuda::EMat g = emat(gate), u = emat(up);
+  if (!exact_gemm_ && gate.type == up.type && cuda::expert_int8_applies(g, cfmat(x))) {
+    if (!reserve_scratch(cuda::expert_int8_scratch_bytes(cfmat(x), routing(r)))) return;
+    return note("expert_gate_up_silu",
+                cuda::expert_int8_gemv(stream_, g, &u, cfmat(x), true, routing(r), fmat(out), scratch_));
+  }
   if (gate.type == up.type)
     return note("expert_gate_up_silu",
                 cuda::expert_gemv(stream_, g, &u, cfmat(x), true, routing(r), fmat(out)));
@@ -540,7 +545,13 @@ void CudaBackend::expert_gate_up_silu(const Tensor& x, const ExpertMatrices& gat
 void CudaBackend::expert_matmul(const Tensor& x, const ExpertMatrices& w, const MoeRouting& r, Tensor out) {
   if (!cuda::weight_type_supported(w.type))
     return fail(Error(fmt::format("cuda expert_matmul: no kernel for weight type {}", dtype_name(w.type))));
-  note("expert_matmul", cuda::expert_gemv(stream_, emat(w), nullptr, cfmat(x), false, routing(r), fmat(out)));
+  const cuda::EMat m = emat(w);
+  if (!exact_gemm_ && cuda::expert_int8_applies(m, cfmat(x))) {
+    if (!reserve_scratch(cuda::expert_int8_scratch_bytes(cfmat(x), routing(r)))) return;
+    return note("expert_matmul", cuda::expert_int8_gemv(stream_, m, nullptr, cfmat(x), false, routing(r),
+                                                        fmat(out), scratch_));
+  }
+  note("expert_matmul", cuda::expert_gemv(stream_, m, nullptr, cfmat(x), false, routing(r), fmat(out)));
 }
 
 void CudaBackend::moe_combine(const Tensor& y, const MoeRouting& r, Tensor out) {

@@ -31,20 +31,33 @@ __device__ __forceinline__ int block_rows(const Group& group, int64_t n_rows, un
   return mi;
 }
 
+// Each warp's accumulator tile into `red` (kGemvWarps * 128 floats of shared memory), then a barrier.
+__device__ __forceinline__ void store_tiles(float* red, const float (&acc)[4]) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) red[(warp * 32 + lane) * 4 + i] = acc[i];
+  __syncthreads();
+}
+// Element i of the calling lane's tile summed over warps kFrom .. kTo - 1, in that order.
+template <int kFrom, int kTo>
+__device__ __forceinline__ float sum_tiles(const float* red, int i) {
+  const int lane = threadIdx.x & 31;
+  float v = red[(kFrom * 32 + lane) * 4 + i];
+#pragma unroll
+  for (int k = kFrom + 1; k < kTo; ++k) v += red[(k * 32 + lane) * 4 + i];
+  return v;
+}
+
 // The end of every tensor-core GEMV: adds the 8 warps' tiles in a fixed order and stores rows
 // row0 + g and row0 + g + 8 for tokens 2c and 2c + 1. `red`: kGemvWarps * 128 floats of shared memory.
 __device__ __forceinline__ void reduce_store(float* red, const float (&acc)[4], int64_t row0, const WMat& w,
                                              int nt, FMat y) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) red[(warp * 32 + lane) * 4 + i] = acc[i];
-  __syncthreads();
+  store_tiles(red, acc);
   if (warp != 0) return;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    float v = red[lane * 4 + i];
-#pragma unroll
-    for (int k = 1; k < kGemvWarps; ++k) v += red[(k * 32 + lane) * 4 + i];
+    const float v = sum_tiles<0, kGemvWarps>(red, i);
     const int t = 2 * c + (i & 1);
     const int64_t r = row0 + g + 8 * (i >> 1);
     if (t < nt && r < w.rows) y.p[t * y.ld + r] = v;

@@ -9,8 +9,11 @@
 //
 // Each token's result is formed by the same operations in the same order whatever the number of
 // tokens (steps of more than 8 run as tiles of 8), so these GEMVs are batch invariant among steps of up
-// to kKquantMaxTokens tokens.
+// to kKquantMaxTokens tokens. The MoE expert products (any step size) use the same rounding and
+// arithmetic, a tile of up to 8 (token, expert) pairs a block (the end of this file).
 #include <cuda_fp16.h>
+
+#include <algorithm>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dequant.cuh"
@@ -117,18 +120,76 @@ struct Q4KInt8 {
   }
 };
 
-// x rounded as stage_q8 rounds it, for the NT = 8 GEMVs: record (t, sb) (token t, columns 256 sb ..
-// 256 sb + 255) at out + (t * n_sb + sb) * kRecBytes. A warp per record.
-__global__ void __launch_bounds__(kGemvWarps * 32) quantize_q8_kernel(CFMat x, unsigned char* out) {
-  const int lane = threadIdx.x & 31;
-  const int64_t n_sb = x.cols / 256, rec = int64_t{blockIdx.x} * kGemvWarps + (threadIdx.x >> 5);
-  allow_dependents();
-  wait_for_inputs();
+// Q6_K (the expert GEMVs): sub-block s (16 columns) is one m16n8k16 MMA; lane (g, c) holds of rows g and
+// g + 8 the codes of columns 16s + 4c .. + 3 (load_q6k_words' layout: low 4 bits from ql, nibble j / 2; high
+// 2 bits from qh, bits 2j). The codes enter the MMA unsigned (0..63), and
+// sum_s sc_s sum_k (q - 32) x_k = sum_s sc_s sum_k q x_k - 32 sum_s sc_s S_s with S_s the 16-column sums
+// of the staged token: that last sum is one f16 MMA over the 16 sub-blocks (exact integers, < 2^23).
+struct Q6KInt8 {
+  uint32_t ql[2][8];  // [row][4h + 2 (j % 2) + p]
+  uint32_t qh[2][4];  // [row][2h + p]
+  uint32_t sc[2][4];  // the 16 int8 scales
+  uint16_t d[2];
+  __device__ __forceinline__ void load(const uint8_t* const (&rows)[2], int64_t sb, int c) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint8_t* b = rows[i] + sb * sizeof(BlockQ6_K);
+      load_q6k_words(b, c, ql[i], qh[i], sc[i]);
+      d[i] = ld16(b + 208);
+    }
+  }
+  // As Q4KInt8::dot.
+  __device__ __forceinline__ void dot(const unsigned char* tok, int c, float (&v)[4]) const {
+    int isum[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int s = 0; s < 16; ++s) {
+      const int h = s >> 3, j = (s & 7) >> 1, p = s & 1;
+      uint32_t a[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        a[i] = ((ql[i][4 * h + 2 * (j & 1) + p] >> (4 * (j >> 1))) & 0x0F0F0F0Fu) |
+               (((qh[i][2 * h + p] >> (2 * j)) & 0x03030303u) << 4);
+      int dd[4] = {0, 0, 0, 0};
+      mma_s8_k16(dd, a[0], a[1], *reinterpret_cast<const uint32_t*>(tok + 16 * s + 4 * c));
+      const int sa = static_cast<int8_t>(sc[0][s >> 2] >> (8 * (s & 3)));
+      const int sb = static_cast<int8_t>(sc[1][s >> 2] >> (8 * (s & 3)));
+      isum[0] += sa * dd[0];
+      isum[1] += sa * dd[1];
+      isum[2] += sb * dd[2];
+      isum[3] += sb * dd[3];
+    }
+    // k slots 2c, 2c + 1 and 2c + 8, 2c + 9 are sub-blocks 2c, 2c + 1 and 2c + 8, 2c + 9.
+    const auto scales = [c](uint32_t word) {
+      const int lo = static_cast<int8_t>(word >> (16 * (c & 1))),
+                hi = static_cast<int8_t>(word >> (16 * (c & 1) + 8));
+      return half2_bits(__halves2half2(__int2half_rn(lo), __int2half_rn(hi)));
+    };
+    float fo[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const uint32_t* bs = reinterpret_cast<const uint32_t*>(tok + kBsumAt);
+    const bool upper = c >= 2;  // selects, not an index by c: that would put sc in local memory
+    mma_f16(fo, scales(upper ? sc[0][1] : sc[0][0]), scales(upper ? sc[1][1] : sc[1][0]),
+            scales(upper ? sc[0][3] : sc[0][2]), scales(upper ? sc[1][3] : sc[1][2]), bs[c], bs[4 + c]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      v[i] = __fmul_rn(half_bits_to_float(d[i >> 1]), __int2float_rn(isum[i] - 32 * __float2int_rn(fo[i])));
+  }
+};
+
+// x rounded as stage_q8 rounds it, for the GEMVs that read it from memory: record (t, sb) (row t,
+// columns 256 sb .. 256 sb + 255) at out + (t * n_sb + sb) * kRecBytes. A warp per record.
+__device__ __forceinline__ void quantize_record(CFMat x, int64_t rec, int lane, unsigned char* out) {
+  const int64_t n_sb = x.cols / 256;
   if (rec >= x.rows * n_sb) return;
   const int64_t t = rec / n_sb, sb = rec - t * n_sb;
   unsigned char* r = out + rec * kRecBytes;
   const float d = stage_q8(x.p + t * x.ld + 256 * sb, lane, r);
   if (lane == 0) *reinterpret_cast<float*>(r + kDAt) = d;
+}
+
+__global__ void __launch_bounds__(kGemvWarps * 32) quantize_q8_kernel(CFMat x, unsigned char* out) {
+  allow_dependents();
+  wait_for_inputs();
+  quantize_record(x, int64_t{blockIdx.x} * kGemvWarps + (threadIdx.x >> 5), threadIdx.x & 31, out);
 }
 
 // Rows of K's type (Q4KInt8: K loads a super-block's weights and forms its sums). A block of 8 warps
@@ -198,7 +259,144 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   reduce_store(red, acc, row0, w, nt, y);
 }
 
+// ---- Mixture of experts ----
+// Expert e's grouped pairs offsets[e] .. offsets[e + 1] - 1 run as tiles of up to 8 pairs, as the tiles
+// of a batched step above; a tile's pairs are the token columns of its MMAs, so a pair's result does not
+// depend on the other pairs of its tile, and decode, batched and prefill steps give a pair the same bits.
+// (Blocks of four tiles of one expert, each weight super-block decoded once for all four, measured 2x
+// slower for 512-token prefill: 148 registers, one block an SM.)
+
+// The tile list: tiles[i] = the first grouped pair of tile i, experts in increasing order (an expert's
+// tiles neighbours in the grid, so its weights come from L2 after the first), -1 past the last tile.
+// One block.
+__device__ void build_tiles(const Routing& rt, int32_t* tiles, int64_t max_tiles) {
+  __shared__ int32_t sums[kGemvWarps * 32];
+  const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
+  const int n_exp = static_cast<int>(rt.n_experts), per = (n_exp + n - 1) / n;
+  const int e0 = min(tid * per, n_exp), e1 = min(e0 + per, n_exp);
+  int mine = 0;
+  for (int e = e0; e < e1; ++e) mine += (rt.offsets[e + 1] - rt.offsets[e] + 7) / 8;
+  sums[tid] = mine;
+  __syncthreads();
+  for (int off = 1; off < n; off *= 2) {  // inclusive scan
+    const int v = tid >= off ? sums[tid - off] : 0;
+    __syncthreads();
+    sums[tid] += v;
+    __syncthreads();
+  }
+  int at = sums[tid] - mine;
+  for (int e = e0; e < e1; ++e)
+    for (int32_t p = rt.offsets[e]; p < rt.offsets[e + 1]; p += 8) tiles[at++] = p;
+  for (int64_t i = sums[n - 1] + tid; i < max_tiles; i += n) tiles[i] = -1;
+}
+
+// The last block builds the tile list, the others round x's rows into records.
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    expert_prepare_kernel(CFMat x, unsigned char* rec, Routing rt, int32_t* tiles, int64_t max_tiles) {
+  allow_dependents();
+  wait_for_inputs();
+  if (blockIdx.x == gridDim.x - 1)
+    build_tiles(rt, tiles, max_tiles);
+  else
+    quantize_record(x, int64_t{blockIdx.x} * kGemvWarps + (threadIdx.x >> 5), threadIdx.x & 31, rec);
+}
+
+// Block (tile blockIdx.x, rows 16 blockIdx.y ..): int8_gemv_kernel's arithmetic for the tile's pairs,
+// each reading the record of its activation row (its token with per_token, else its own grouped row).
+// With kGateUp, warps 0-3 take the gate matrix and warps 4-7 the up matrix, and out = silu(gate) * up.
+template <class K, bool kGateUp>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    expert_int8_kernel(EMat w, EMat u, Routing rt, bool per_token, const int32_t* tiles,
+                       const unsigned char* pre, FMat y) {
+  constexpr int kSplit = kGateUp ? kGemvWarps / 2 : kGemvWarps;  // warps per matrix
+  __shared__ float red[kGemvWarps * 32 * 4];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int64_t row0 = int64_t{blockIdx.y} * 16, n_sb = w.cols / 256;
+  wait_for_inputs();
+  const int32_t first = tiles[blockIdx.x];
+  if (first < 0) return;
+  const int32_t e = rt.ids[rt.order[first]];
+  const int nt = min(8, rt.offsets[e + 1] - first);
+  const EMat& m = kGateUp && warp >= kSplit ? u : w;
+  const uint8_t* base = static_cast<const uint8_t*>(m.mats[e]);
+  const uint8_t* const rows[2] = {base + min(row0 + g, m.rows - 1) * m.row_bytes,
+                                  base + min(row0 + g + 8, m.rows - 1) * m.row_bytes};
+  // Lane groups past the last pair read the last pair (their results are never stored).
+  const auto record = [&](int t) {
+    const int64_t i = first + min(t, nt - 1);
+    return pre + (per_token ? rt.order[i] / rt.k : i) * n_sb * kRecBytes;
+  };
+  const unsigned char *tok = record(g), *r0 = record(2 * c), *r1 = record(2 * c + 1);
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int64_t sb = warp % kSplit; sb < n_sb; sb += kSplit) {
+    K wt;
+    wt.load(rows, sb, c);
+    const int64_t at = sb * kRecBytes;
+    const float xd[2] = {__ldg(reinterpret_cast<const float*>(r0 + at + kDAt)),
+                         __ldg(reinterpret_cast<const float*>(r1 + at + kDAt))};
+    float v[4];
+    wt.dot(tok + at, c, v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[i] = __fmaf_rn(xd[i & 1], v[i], acc[i]);
+  }
+  store_tiles(red, acc);
+  if (warp != 0) return;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float v = sum_tiles<0, kSplit>(red, i);
+    if constexpr (kGateUp) v = silu_times(v, sum_tiles<kSplit, kGemvWarps>(red, i));
+    const int t = 2 * c + (i & 1);
+    const int64_t r = row0 + g + 8 * (i >> 1);
+    if (t < nt && r < w.rows) y.p[(first + t) * y.ld + r] = v;
+  }
+}
+
+// An upper bound of the number of tiles: sum_e ceil(c_e / 8) <= (pairs + 7 * experts used) / 8.
+int64_t max_expert_tiles(const Routing& r) {
+  const int64_t pairs = r.n_tokens * r.k, used = std::min(r.n_experts, pairs);
+  return std::min(pairs, (pairs + 7 * used) / 8);
+}
+
+size_t records_bytes(CFMat x) {
+  return (static_cast<size_t>(x.rows * (x.cols / 256)) * kRecBytes + 255) / 256 * 256;
+}
+
 }  // namespace
+
+bool expert_int8_applies(const EMat& w, CFMat x) {
+  // Q4_K reads 16-byte runs of its rows (expert matrices start 256-byte aligned or a multiple of the
+  // row length into a stack); Q6_K reads 16-bit words.
+  const bool rows_ok = w.type == DType::Q4_K ? w.row_bytes % 16 == 0 : w.type == DType::Q6_K;
+  return rows_ok && w.cols % 256 == 0 && x.cols == w.cols && x.ld % 4 == 0 && aligned16(x.p);
+}
+
+size_t expert_int8_scratch_bytes(CFMat x, const Routing& r) {
+  return records_bytes(x) + static_cast<size_t>(max_expert_tiles(r)) * sizeof(int32_t);
+}
+
+cudaError_t expert_int8_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, bool per_token,
+                             const Routing& r, FMat out, void* scratch) {
+  if (r.n_tokens == 0 || w.rows == 0) return cudaSuccess;
+  auto* rec = static_cast<unsigned char*>(scratch);
+  auto* tiles = reinterpret_cast<int32_t*>(rec + records_bytes(x));
+  const int64_t max_tiles = max_expert_tiles(r), records = x.rows * (x.cols / 256);
+  const unsigned threads = kGemvWarps * 32;
+  launch(expert_prepare_kernel, static_cast<unsigned>((records + kGemvWarps - 1) / kGemvWarps + 1), threads,
+         0, s, x, rec, r, tiles, max_tiles);
+  const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>((w.rows + 15) / 16));
+  const auto run = [&](auto kind) {
+    using K = decltype(kind);
+    if (up)
+      launch(expert_int8_kernel<K, true>, grid, threads, 0, s, w, *up, r, per_token, tiles, rec, out);
+    else
+      launch(expert_int8_kernel<K, false>, grid, threads, 0, s, w, w, r, per_token, tiles, rec, out);
+  };
+  if (w.type == DType::Q4_K)
+    run(Q4KInt8{});
+  else
+    run(Q6KInt8{});
+  return cudaGetLastError();
+}
 
 bool int8_gemv_applies(const WMat& w, CFMat x) {
   // 16-byte activation runs and weight-row heads, 256-column super-blocks.

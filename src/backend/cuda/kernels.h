@@ -136,6 +136,14 @@ cudaError_t moe_route(cudaStream_t s, CFMat logits, bool normalize, const Routin
 cudaError_t expert_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, bool per_token,
                         const Routing& r, FMat out);
 cudaError_t moe_combine(cudaStream_t s, CFMat y, const Routing& r, FMat out);
+// expert_gemv against activations rounded to 8 bits per 256 columns as int8_gemv_applies' GEMVs round
+// them (gemv_int8.cu), for Q4_K and Q6_K experts and steps of any size; `up` of w's type. Each pair's
+// result is computed with the same arithmetic whatever the step. Needs expert_int8_scratch_bytes of
+// device memory at `scratch`.
+bool expert_int8_applies(const EMat& w, CFMat x);
+size_t expert_int8_scratch_bytes(CFMat x, const Routing& r);
+cudaError_t expert_int8_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMat x, bool per_token,
+                             const Routing& r, FMat out, void* scratch);
 
 // One-time kernel attributes (shared-memory limits) of attention.cu, gemv_kquant.cu and batch_kquant.cu;
 // call once per device.

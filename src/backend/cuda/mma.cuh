@@ -58,6 +58,15 @@ __device__ __forceinline__ void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, ui
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// d += A * B for one m16n8k16 tile of int8 codes (lane = 4 g + c holds A rows g, g + 8 at k = 4c .. 4c + 3
+// (a0, a1), B column g at the same k (b0), D as mma_f16).
+__device__ __forceinline__ void mma_s8_k16(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(b0));
+}
+
 // Four activations as the 16-bit (f16, or bf16 with kBf16) hi halves {0, 1}, {2, 3} and the lo halves of
 // the remainders (the B fragment of one MMA for one lane).
 struct XFrag {
@@ -136,6 +145,20 @@ struct Q4KStep {
     }
   }
 };
+
+// One row's Q6_K block b as lane column group c reads it (the m16n8k16 fragment layout of the Q6_K kinds
+// of batch_kquant.cu and gemv_int8.cu; sub-block s: half h = s / 8, quarter j = (s % 8) / 2, parity
+// p = s % 2): ql[4h + 2 (j % 2) + p] and qh[2h + p] hold the bits of columns 16s + 4c .. + 3, sc the 16
+// int8 scales. Blocks (210 bytes) are 2-byte aligned, so loads are 16-bit.
+__device__ __forceinline__ void load_q6k_words(const uint8_t* b, int c, uint32_t (&ql)[8], uint32_t (&qh)[4],
+                                               uint32_t (&sc)[4]) {
+#pragma unroll
+  for (int k = 0; k < 8; ++k) ql[k] = ld32_a2(b + 64 * (k >> 2) + 32 * ((k >> 1) & 1) + 16 * (k & 1) + 4 * c);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) qh[k] = ld32_a2(b + 128 + 32 * (k >> 1) + 16 * (k & 1) + 4 * c);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) sc[k] = ld32_a2(b + 192 + 4 * k);
+}
 
 // Eight Q8_0 blocks: quant bytes 4c .. 4c + 3 and 16 + 4c .. + 3 of each. Rows must be 16-byte aligned,
 // so a step (8 x 34 bytes) is, and odd blocks' quants are 4-byte aligned (even ones 2-byte).
