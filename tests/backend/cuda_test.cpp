@@ -118,7 +118,9 @@ float max_rel_err(const std::vector<float>& got, const std::vector<float>& want)
 
 TEST_F(CudaBackendTest, QuantizedMatmulBothPathsMatchReference) {
   for (DType type : kQuantTypes) {
-    for (int64_t k : {256, 2304}) {
+    // 4352: Q6_K rows of more super-blocks (17) than the Q6_K GEMV has slots a row (16).
+    for (int64_t k : {256, 2304, 4352}) {
+      if (k == 4352 && type != DType::Q6_K) continue;
       for (int64_t rows : {5, 300}) {
         std::vector<uint8_t> wq = stored(type, rows, k);
         const Tensor w = Tensor::matrix_view(type, wq.data(), rows, k);
