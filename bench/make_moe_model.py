@@ -4,9 +4,12 @@ benchmarks (random weights run at the speed of trained ones; the router spreads 
 experts much as a trained one does). Every layer has the real layer's shapes: 128 experts, top-8,
 expert FFN 768, hidden 2048, 32 query / 4 KV heads of 128, QK-norm, vocabulary 151936, untied head.
 
-  python3 bench/make_moe_model.py /tmp/models/qwen3-moe-4l-f16.gguf [--layers 4]
+  python3 bench/make_moe_model.py /tmp/models/qwen3-moe-4l-f16.gguf [--layers 4] [--shape tiny]
   ferrum quantize /tmp/models/qwen3-moe-4l-f16.gguf /tmp/models/qwen3-moe-4l-q4_k_m.gguf Q4_K_M
   ferrum bench -m /tmp/models/qwen3-moe-4l-q4_k_m.gguf -p 128 -n 32 -t 2
+
+--shape tiny writes a small model of the same architecture (hidden 256, 16 experts of 256, top-4, 4 / 2
+heads of 64, vocabulary 512) whose matrices are still whole 256-column super-blocks, for tests.
 
 Tensors are generated and written one at a time (the F16 file is about 6 GB at 4 layers, 1.2 GB per
 layer plus 1.2 GB of embedding and head), so memory stays below one expert stack (~0.4 GB).
@@ -18,18 +21,23 @@ import gguf
 
 from random_weights import in_order, normal_f32
 
-SHAPE = dict(hidden=2048, heads=32, kv_heads=4, head_dim=128, ffn=6144, experts=128, experts_used=8,
-             expert_ffn=768, vocab=151936, theta=1000000.0, eps=1e-6, ctx=40960)
+SHAPES = {
+    "qwen3-30b-a3b": dict(hidden=2048, heads=32, kv_heads=4, head_dim=128, ffn=6144, experts=128, experts_used=8,
+                          expert_ffn=768, vocab=151936, theta=1000000.0, eps=1e-6, ctx=40960),
+    "tiny": dict(hidden=256, heads=4, kv_heads=2, head_dim=64, ffn=512, experts=16, experts_used=4, expert_ffn=256,
+                 vocab=512, theta=1000000.0, eps=1e-6, ctx=2048),
+}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-30b-a3b")
     args = ap.parse_args()
-    s = SHAPE
+    s = SHAPES[args.shape]
     w = gguf.GGUFWriter(args.out, "qwen3moe")
-    w.add_name(f"qwen3-30b-a3b-shaped-{args.layers}l-random")
+    w.add_name(f"{args.shape}-shaped-{args.layers}l-random")
     w.add_context_length(s["ctx"])
     w.add_embedding_length(s["hidden"])
     w.add_block_count(args.layers)
