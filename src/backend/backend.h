@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -112,6 +113,11 @@ class Backend {
   virtual Result<Tensor> upload_weight(const Tensor& host_view) = 0;
   // Whether ops read weights where upload_weight found them (host backends) rather than from a copy.
   virtual bool reads_host_weights() const { return true; }
+  // Free and total bytes of the backend's own memory (GPUs); none for host backends.
+  struct MemoryInfo {
+    size_t free = 0, total = 0;
+  };
+  virtual std::optional<MemoryInfo> device_memory() const { return std::nullopt; }
   virtual void sync() = 0;
   // Waits for queued ops and returns the first failure since the last check (a device fault, an
   // out-of-memory scratch, a shape the backend cannot run), then clears it. Ops have no error

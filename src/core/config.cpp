@@ -17,6 +17,16 @@ Status env_int(const char* name, int64_t lo, int64_t hi, int64_t* out) {
   *out = x;
   return {};
 }
+Status env_fraction(const char* name, double* out) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return {};
+  char* end = nullptr;
+  const double x = std::strtod(v, &end);
+  if (*end != '\0' || !(x > 0.0 && x <= 1.0))
+    return Error(fmt::format("environment {}='{}': expected a number in (0, 1]", name, v));
+  *out = x;
+  return {};
+}
 }  // namespace
 
 Result<RuntimeConfig> RuntimeConfig::from_env() {
@@ -29,6 +39,7 @@ Result<RuntimeConfig> RuntimeConfig::from_env() {
   FERRUM_TRY(env_int("FERRUM_MAX_SEQS", 1, 4096, &c.max_seqs));
   FERRUM_TRY(env_int("FERRUM_KV_BLOCKS", 0, int64_t{1} << 24, &c.kv_blocks));
   FERRUM_TRY(env_int("FERRUM_KV_MEMORY_MIB", 0, int64_t{1} << 30, &c.kv_memory_mib));
+  FERRUM_TRY(env_fraction("FERRUM_GPU_MEMORY_UTILIZATION", &c.gpu_memory_utilization));
   FERRUM_TRY(env_int("FERRUM_MAX_BATCH_TOKENS", 1, 1 << 20, &c.max_batch_tokens));
   FERRUM_TRY(env_int("FERRUM_PROFILE", 0, 1, &profile));
   c.profile = profile != 0;
@@ -43,12 +54,13 @@ Result<RuntimeConfig> RuntimeConfig::from_env() {
 
 std::string RuntimeConfig::to_string() const {
   return fmt::format(
-      "backend={} threads={} kv_capacity={} max_seqs={} kv_blocks={} max_batch_tokens={} profile={} "
-      "step_graphs={} mmap={} exact_gemm={}",
+      "backend={} threads={} kv_capacity={} max_seqs={} kv_blocks={} gpu_memory_utilization={} "
+      "max_batch_tokens={} profile={} step_graphs={} mmap={} exact_gemm={}",
       backend, threads == 0 ? std::string("all") : std::to_string(threads),
       kv_capacity == 0 ? std::string("auto") : std::to_string(kv_capacity), max_seqs,
-      kv_blocks == 0 ? std::string("auto") : std::to_string(kv_blocks), max_batch_tokens, profile,
-      step_graphs, mmap, exact_gemm);
+      kv_blocks == 0 ? std::string("auto") : std::to_string(kv_blocks),
+      gpu_memory_utilization == 0.0 ? std::string("off") : fmt::format("{:g}", gpu_memory_utilization),
+      max_batch_tokens, profile, step_graphs, mmap, exact_gemm);
 }
 
 }  // namespace ferrum

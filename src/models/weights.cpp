@@ -1,7 +1,8 @@
 #include "models/weights.h"
 
-#include <filesystem>
 #include <fmt/format.h>
+
+#include <filesystem>
 
 #include "quant/matmul.h"
 
@@ -117,6 +118,13 @@ Result<Tensor> WeightStore::matrix(const std::string& name, int64_t rows, int64_
                              t.nb[2] * static_cast<size_t>(mats)));
   FERRUM_ASSIGN_OR_RETURN(Tensor dev, backend_->upload_weight(t));
   if (dev.data != t.data) owned_.push_back(dev.data);
+  if (upload_progress_) {
+    uploaded_ += raw.nbytes;
+    if (uploaded_ - upload_reported_ >= upload_total_ / 100) {
+      upload_progress_(std::min(uploaded_, upload_total_), upload_total_);
+      upload_reported_ = uploaded_;
+    }
+  }
   return dev;
 }
 
@@ -168,13 +176,32 @@ const std::map<std::string, SafetensorsTensor>& WeightStore::hf_tensors() const 
 }  // namespace ferrum
 
 namespace ferrum {
-void WeightStore::prefetch(const std::function<void(size_t, size_t)>& progress) const {
+namespace {
+std::vector<std::pair<const uint8_t*, size_t>> tensor_ranges(const GgufFile* gguf, const SafetensorsSet* st) {
   std::vector<std::pair<const uint8_t*, size_t>> ranges;
-  if (gguf_) {
-    for (const GgufTensorInfo& t : gguf_->tensors()) ranges.push_back({t.data, t.nbytes});
+  if (gguf) {
+    for (const GgufTensorInfo& t : gguf->tensors()) ranges.push_back({t.data, t.nbytes});
   } else {
-    for (const auto& [name, t] : st_->tensors()) ranges.push_back({t.data, t.nbytes});
+    for (const auto& [name, t] : st->tensors()) ranges.push_back({t.data, t.nbytes});
   }
+  return ranges;
+}
+}  // namespace
+
+void WeightStore::report_uploads(std::function<void(size_t, size_t)> progress) {
+  upload_progress_ = std::move(progress);
+  upload_total_ = 0;
+  for (const auto& r : tensor_ranges(gguf_.get(), st_.get())) upload_total_ += r.second;
+}
+
+// Not every tensor is a matrix (norms are converted, some tensors are unused): the bar ends full.
+void WeightStore::finish_uploads() {
+  if (upload_progress_) upload_progress_(upload_total_, upload_total_);
+  upload_progress_ = nullptr;
+}
+
+void WeightStore::prefetch(const std::function<void(size_t, size_t)>& progress) const {
+  const std::vector<std::pair<const uint8_t*, size_t>> ranges = tensor_ranges(gguf_.get(), st_.get());
   size_t total = 0, done = 0, last = 0;
   for (auto& r : ranges) total += r.second;
   volatile uint8_t sink = 0;

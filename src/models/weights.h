@@ -18,7 +18,8 @@
 namespace ferrum {
 
 // Pairs of tensor-name patterns, internal (GGUF) and Hugging Face, where "{}" stands for a layer
-// number and "{e}" for an expert number, e.g. {"blk.{}.attn_q.weight", "model.layers.{}.self_attn.q_proj.weight"}.
+// number and "{e}" for an expert number, e.g. {"blk.{}.attn_q.weight",
+// "model.layers.{}.self_attn.q_proj.weight"}.
 struct NamePair {
   const char* gguf;
   const char* hf;
@@ -72,6 +73,10 @@ class WeightStore {
   // Reads every page of the mapped weights now (so the first steps do not stall on disk),
   // reporting bytes done / total as it goes.
   void prefetch(const std::function<void(size_t, size_t)>& progress) const;
+  // For backends that upload the weights (GPUs): report bytes uploaded / total bytes of the file's
+  // tensors as matrices are uploaded (call before the model is built); finish_uploads reports the end.
+  void report_uploads(std::function<void(size_t, size_t)> progress);
+  void finish_uploads();
   // Total bytes of all tensors and a per-type breakdown, for `ferrum info`.
   struct TensorSummary {
     std::string name;
@@ -99,6 +104,8 @@ class WeightStore {
   Backend* backend_ = nullptr;
   const NameMap* hf_names_ = nullptr;
   std::vector<void*> owned_;  // converted vectors and uploads made through the backend
+  std::function<void(size_t, size_t)> upload_progress_;
+  size_t uploaded_ = 0, upload_total_ = 0, upload_reported_ = 0;
 };
 
 }  // namespace ferrum

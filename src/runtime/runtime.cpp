@@ -12,6 +12,7 @@
 #include "kv/kv_cache.h"
 #include "models/model.h"
 #include "models/weights.h"
+#include "runtime/kv_sizing.h"
 
 namespace ferrum {
 
@@ -73,8 +74,12 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   FERRUM_ASSIGN_OR_RETURN(im->weights, WeightStore::open(path, copy ? FileAccess::Copy : FileAccess::Map));
   const ModelConfig& mc = im->weights->config();
   FERRUM_ASSIGN_OR_RETURN(const Architecture* arch, find_architecture(mc.arch));
+  // The progress bar follows the uploads on a GPU, the page-in of the mapping on the host.
+  const bool uploads = !im->backend->reads_host_weights();
+  if (progress && uploads) im->weights->report_uploads(progress);
   FERRUM_ASSIGN_OR_RETURN(im->model, arch->build(*im->weights, *im->backend, im->profiler));
-  if (progress) im->weights->prefetch(progress);
+  if (progress && uploads) im->weights->finish_uploads();
+  if (progress && !uploads) im->weights->prefetch(progress);
 
   const int64_t capacity = cfg.kv_capacity > 0 ? cfg.kv_capacity : std::min<int64_t>(mc.max_position, 4096);
   const int64_t blocks_per_seq = (capacity + KvCache::kBlockSize - 1) / KvCache::kBlockSize;
@@ -87,20 +92,19 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
     window = {mc.sliding_layers, mc.sliding_window, ring_tokens, std::max<int64_t>(cfg.max_seqs, 1)};
   }
   const int64_t pooled_layers = mc.n_layers - std::count(window.layers.begin(), window.layers.end(), true);
-  int64_t n_blocks = cfg.kv_blocks > 0 ? cfg.kv_blocks : blocks_per_seq * cfg.max_seqs;
-  if (cfg.kv_blocks == 0 && cfg.kv_memory_mib > 0) {
-    // K and V, float32. The rings of sliding-window layers come out of the budget first; the pool
-    // blocks (every other layer) get the rest, but always at least one full sequence.
-    const int64_t row_bytes = 2 * im->model->kv_dim() * int64_t{sizeof(float)};
-    const int64_t ring_bytes =
-        (mc.n_layers - pooled_layers) * window.n_rings * window.ring_tokens * row_bytes;
-    const int64_t block_bytes = std::max<int64_t>(pooled_layers, 1) * KvCache::kBlockSize * row_bytes;
-    const int64_t pool_budget = std::max<int64_t>(0, (cfg.kv_memory_mib << 20) - ring_bytes);
-    n_blocks = std::max(blocks_per_seq, std::min(n_blocks, pool_budget / block_bytes));
-  }
-  FERRUM_ASSIGN_OR_RETURN(
-      im->kv, KvCache::create(*im->backend, mc.n_layers, im->model->kv_dim(), n_blocks, capacity, window));
+  // K and V, float32.
+  const int64_t row_bytes = 2 * im->model->kv_dim() * int64_t{sizeof(float)};
+  KvSizing sizing{
+      .blocks_per_seq = blocks_per_seq,
+      .max_seqs = cfg.max_seqs,
+      .kv_blocks = cfg.kv_blocks,
+      .ring_bytes = (mc.n_layers - pooled_layers) * window.n_rings * window.ring_tokens * row_bytes,
+      .block_bytes = std::max<int64_t>(pooled_layers, 1) * KvCache::kBlockSize * row_bytes,
+      .memory_limit = std::nullopt,
+      .device_budget = std::nullopt};
+  if (cfg.kv_memory_mib > 0) sizing.memory_limit = cfg.kv_memory_mib << 20;
   Impl& I = *im;
+  // The step buffers first, so that what --gpu-memory-utilization leaves is measured after them.
   I.record_steps = cfg.step_graphs && !cfg.profile && I.backend->can_record() && I.model->causal();
   I.max_tokens = cfg.max_batch_tokens;
   I.width = I.model->output_width();
@@ -110,7 +114,7 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   I.max_step_seqs = std::min<int64_t>(I.max_tokens, std::max<int64_t>(cfg.max_seqs, 1));
   I.scratch_floats = I.model->scratch_floats(I.max_tokens, I.max_out);
   FERRUM_ASSIGN_OR_RETURN(I.scratch_mem, I.backend->alloc(I.scratch_floats * sizeof(float)));
-  const int64_t mb = I.kv->max_blocks_per_seq();
+  const int64_t mb = blocks_per_seq;  // the KV cache's max_blocks_per_seq()
   const size_t n_index = static_cast<size_t>(6 * I.max_tokens + I.max_out + 2 * I.max_step_seqs * mb);
   FERRUM_ASSIGN_OR_RETURN(I.index_mem,
                           I.backend->alloc((n_index + static_cast<size_t>(I.max_out)) * sizeof(int32_t)));
@@ -126,6 +130,18 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   I.h_out.reserve(static_cast<size_t>(I.max_out));
   I.h_tables.reserve(static_cast<size_t>(I.max_step_seqs * mb));
   I.h_wtables.reserve(static_cast<size_t>(I.max_step_seqs * mb));
+  if (cfg.gpu_memory_utilization > 0.0) {
+    const std::optional<Backend::MemoryInfo> mem = I.backend->device_memory();
+    if (!mem)
+      return Error(
+          fmt::format("--gpu-memory-utilization needs a GPU backend (backend {})", I.backend->name()));
+    // The process may hold utilization x total; it holds total - free now (weights, buffers, context).
+    const double allowed = cfg.gpu_memory_utilization * double(mem->total);
+    sizing.device_budget = static_cast<int64_t>(allowed) - static_cast<int64_t>(mem->total - mem->free);
+  }
+  FERRUM_ASSIGN_OR_RETURN(const int64_t n_blocks, kv_pool_blocks(sizing));
+  FERRUM_ASSIGN_OR_RETURN(
+      I.kv, KvCache::create(*I.backend, mc.n_layers, I.model->kv_dim(), n_blocks, capacity, window));
   FERRUM_TRY(I.backend->check().with_context(path));
   return std::unique_ptr<Runtime>(new Runtime(std::move(im)));
 }

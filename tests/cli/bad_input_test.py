@@ -111,6 +111,10 @@ def main():
     expect_error(["info", os.path.join(tmp, "nope.gguf")], "nope.gguf")
     expect_error(["logits", "-m", SYNTH, "--tokens", "1,x", "-o", os.path.join(tmp, "x.npy")], "'x'")
     expect_error(["logits", "-m", SYNTH, "--tokens", "1,512", "-o", os.path.join(tmp, "x.npy")], "512", "vocabulary")
+    # GPU options with a host backend are errors, not silently ignored.
+    bench = ["bench", "-m", SYNTH, "-p", "8", "-n", "0", "-r", "1", "--backend", "cpu"]
+    expect_error(bench + ["--device", "1"], "--device", "cuda backend")
+    expect_error(bench + ["--gpu-memory-utilization", "0.5"], "--gpu-memory-utilization", "GPU backend")
     if failures:
         print(f"{len(failures)} failed")
         return 1

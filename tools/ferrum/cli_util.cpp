@@ -19,6 +19,14 @@ void RuntimeFlags::add_to(CLI::App* cmd) {
                   "Sequences per step (default 4, env FERRUM_MAX_SEQS)");
   cmd->add_option("--kv-blocks", kv_blocks,
                   "KV pool size in 16-token blocks (default: max-seqs full contexts, env FERRUM_KV_BLOCKS)");
+  cmd->add_option(
+         "--gpu-memory-utilization", gpu_memory_utilization,
+         "GPU: share of the device's memory the process may hold (weights, buffers, KV); the KV pool "
+         "gets at most what is left after the weights and buffers (env FERRUM_GPU_MEMORY_UTILIZATION)")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--device", device,
+                  "CUDA device index (--backend cuda:N; implies cuda when no backend is chosen)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-batch-tokens,--max-num-batched-tokens", max_batch_tokens,
                   "Tokens per forward step (default 512)");
   cmd->add_flag("--profile", profile, "Print per-stage timings (env FERRUM_PROFILE=1)");
@@ -41,6 +49,20 @@ Result<RuntimeConfig> RuntimeFlags::resolve() const {
   if (kv_capacity >= 0) c.kv_capacity = kv_capacity;
   if (max_seqs > 0) c.max_seqs = max_seqs;
   if (kv_blocks > 0) c.kv_blocks = kv_blocks;
+  if (gpu_memory_utilization > 0.0) c.gpu_memory_utilization = gpu_memory_utilization;
+  if (gpu_memory_utilization == 0.0) return Error("--gpu-memory-utilization must be above 0");
+  if (device >= 0) {
+    // --device picks the CUDA device of --backend cuda (or auto, which then means cuda); alone (no
+    // backend on the command line or in FERRUM_BACKEND) it means cuda too.
+    const char* env_backend = std::getenv("FERRUM_BACKEND");
+    const bool chosen = !backend.empty() || (env_backend && *env_backend);
+    const std::string b = chosen ? c.backend : "cuda";
+    if (b != "cuda" && b != "auto" && b.rfind("cuda:", 0) != 0)
+      return Error("--device applies to the cuda backend (backend is " + b + ")");
+    if (b.rfind("cuda:", 0) == 0 && b != "cuda:" + std::to_string(device))
+      return Error("--device " + std::to_string(device) + " contradicts --backend " + b);
+    c.backend = "cuda:" + std::to_string(device);
+  }
   if (max_batch_tokens > 0) c.max_batch_tokens = max_batch_tokens;
   if (profile) c.profile = true;
   if (no_step_graphs) c.step_graphs = false;

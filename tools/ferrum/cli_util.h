@@ -19,6 +19,8 @@ struct RuntimeFlags {
   int64_t kv_capacity = -1;
   int64_t max_seqs = -1;
   int64_t kv_blocks = -1;
+  double gpu_memory_utilization = -1.0;
+  int device = -1;
   int64_t max_batch_tokens = -1;
   bool profile = false;
   bool no_step_graphs = false;

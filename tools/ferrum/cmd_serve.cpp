@@ -31,19 +31,25 @@ void add_serve(CLI::App& app, int& exit_code) {
   cmd->add_option("--max-queue", o->max_queue, "Requests that may wait for admission; more get HTTP 429")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
-  cmd->add_option("--kv-memory", o->kv_memory_mib, "KV cache memory in MiB when --kv-blocks is not given")
-      ->capture_default_str();
+  auto* kv_memory =
+      cmd->add_option("--kv-memory", o->kv_memory_mib,
+                      "KV cache memory in MiB when --kv-blocks is not given (not applied by default when "
+                      "--gpu-memory-utilization is)")
+          ->capture_default_str();
   cmd->add_option("--shutdown-timeout", o->server.shutdown_timeout_s,
                   "Seconds in-flight requests may take to finish after SIGINT/SIGTERM")
       ->capture_default_str();
   cmd->add_flag("!--no-log-requests", o->server.log_requests, "Do not log one line per finished request");
   o->rt.max_seqs = 16;  // a server runs many sequences; `run` and `bench` default to fewer
   o->rt.add_to(cmd);
-  cmd->callback([o, &exit_code] {
+  cmd->callback([o, kv_memory, &exit_code] {
     auto cfg = o->rt.resolve();
     if (!cfg.ok()) return void(exit_code = fail(cfg.status()));
     o->server.runtime = cfg.value();
-    if (o->server.runtime.kv_memory_mib == 0) o->server.runtime.kv_memory_mib = o->kv_memory_mib;
+    // The default KV budget would cap what --gpu-memory-utilization is asked to size.
+    const bool sized_by_gpu = o->server.runtime.gpu_memory_utilization > 0.0 && kv_memory->count() == 0;
+    if (o->server.runtime.kv_memory_mib == 0 && !sized_by_gpu)
+      o->server.runtime.kv_memory_mib = o->kv_memory_mib;
     o->server.scheduler.max_queue = o->max_queue;
     if (o->server.model_path.empty()) {
       auto m = default_model();

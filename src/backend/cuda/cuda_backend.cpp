@@ -87,6 +87,7 @@ class CudaBackend final : public Backend {
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   Result<Tensor> upload_weight(const Tensor& host_view) override;
   bool reads_host_weights() const override { return false; }
+  std::optional<MemoryInfo> device_memory() const override;
   void sync() override;
   Status check() override;
   bool can_record() const override { return true; }
@@ -266,6 +267,15 @@ Result<Tensor> CudaBackend::upload_weight(const Tensor& host_view) {
     return Error(fmt::format("cuda: weight upload of {} bytes: {}", bytes, cudaGetErrorString(e)));
   }
   return t;
+}
+
+std::optional<Backend::MemoryInfo> CudaBackend::device_memory() const {
+  MemoryInfo m;
+  if (cudaMemGetInfo(&m.free, &m.total) != cudaSuccess) {
+    cudaGetLastError();
+    return std::nullopt;
+  }
+  return m;
 }
 
 void CudaBackend::sync() { wait(); }
