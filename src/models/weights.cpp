@@ -116,7 +116,9 @@ Result<Tensor> WeightStore::matrix(const std::string& name, int64_t rows, int64_
   if (t.nb[2] * static_cast<size_t>(mats) != raw.nbytes)
     return Error(fmt::format("{}: tensor '{}' holds {} bytes, its shape needs {}", path_, name, raw.nbytes,
                              t.nb[2] * static_cast<size_t>(mats)));
-  FERRUM_ASSIGN_OR_RETURN(Tensor dev, backend_->upload_weight(t));
+  auto uploaded = backend_->upload_weight(t);
+  if (!uploaded.ok()) return uploaded.status().with_context(fmt::format("{}: tensor '{}'", path_, name));
+  const Tensor dev = uploaded.value();
   if (dev.data != t.data) owned_.push_back(dev.data);
   if (upload_progress_) {
     uploaded_ += raw.nbytes;
@@ -188,10 +190,15 @@ std::vector<std::pair<const uint8_t*, size_t>> tensor_ranges(const GgufFile* ggu
 }
 }  // namespace
 
+size_t WeightStore::tensor_bytes() const {
+  size_t total = 0;
+  for (const auto& r : tensor_ranges(gguf_.get(), st_.get())) total += r.second;
+  return total;
+}
+
 void WeightStore::report_uploads(std::function<void(size_t, size_t)> progress) {
   upload_progress_ = std::move(progress);
-  upload_total_ = 0;
-  for (const auto& r : tensor_ranges(gguf_.get(), st_.get())) upload_total_ += r.second;
+  upload_total_ = tensor_bytes();
 }
 
 // Not every tensor is a matrix (norms are converted, some tensors are unused): the bar ends full.

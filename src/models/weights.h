@@ -73,6 +73,8 @@ class WeightStore {
   // Reads every page of the mapped weights now (so the first steps do not stall on disk),
   // reporting bytes done / total as it goes.
   void prefetch(const std::function<void(size_t, size_t)>& progress) const;
+  // Bytes of all tensors in the file, as stored.
+  size_t tensor_bytes() const;
   // For backends that upload the weights (GPUs): report bytes uploaded / total bytes of the file's
   // tensors as matrices are uploaded (call before the model is built); finish_uploads reports the end.
   void report_uploads(std::function<void(size_t, size_t)> progress);

@@ -74,6 +74,15 @@ Result<std::unique_ptr<Runtime>> Runtime::load(const std::string& path, const Ru
   FERRUM_ASSIGN_OR_RETURN(im->weights, WeightStore::open(path, copy ? FileAccess::Copy : FileAccess::Map));
   const ModelConfig& mc = im->weights->config();
   FERRUM_ASSIGN_OR_RETURN(const Architecture* arch, find_architecture(mc.arch));
+  // A model that cannot fit is refused before any upload (an upload that fails later still names its
+  // tensor).
+  if (const auto mem = im->backend->device_memory(); mem && im->weights->tensor_bytes() > mem->free) {
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    return Error(
+        fmt::format("{}: the weights need {:.2f} GiB of device memory; {} has {:.2f} of {:.2f} GiB free",
+                    path, double(im->weights->tensor_bytes()) / gib, im->backend->name(),
+                    double(mem->free) / gib, double(mem->total) / gib));
+  }
   // The progress bar follows the uploads on a GPU, the page-in of the mapping on the host.
   const bool uploads = !im->backend->reads_host_weights();
   if (progress && uploads) im->weights->report_uploads(progress);

@@ -1,5 +1,6 @@
 // WeightStore's upload progress (the loading bar of GPU backends, which upload matrices instead of paging
-// in the mapping): each matrix adds its bytes, and the end reports the file's total.
+// in the mapping): each matrix adds its bytes, and the end reports the file's total (tensor_bytes, which
+// Runtime::load also compares with the device's free memory).
 #include "models/weights.h"
 
 #include <gtest/gtest.h>
@@ -23,6 +24,7 @@ TEST(WeightStore, ReportsUploadedBytes) {
   const WeightStore::TensorSummary* mat = nullptr;
   const std::vector<WeightStore::TensorSummary> tensors = w.summary();
   for (const auto& t : tensors) total += t.bytes;
+  EXPECT_EQ(w.tensor_bytes(), total);
   for (const auto& t : tensors)
     if (!mat && t.dims.size() == 2 && t.bytes >= total / 100) mat = &t;
   ASSERT_NE(mat, nullptr);
