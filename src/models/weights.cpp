@@ -199,6 +199,7 @@ size_t WeightStore::tensor_bytes() const {
 void WeightStore::report_uploads(std::function<void(size_t, size_t)> progress) {
   upload_progress_ = std::move(progress);
   upload_total_ = tensor_bytes();
+  uploaded_ = upload_reported_ = 0;
 }
 
 // Not every tensor is a matrix (norms are converted, some tensors are unused): the bar ends full.

@@ -528,6 +528,18 @@ class MoeContract : public OpContract {
     be->copy_to_host(h.order.data(), d.order, h.order.size() * sizeof(int32_t));
     be->copy_to_host(h.rank.data(), d.rank, h.rank.size() * sizeof(int32_t));
   }
+  // Routes `logits` on the reference (into `want`) and on the backend under test (into `got`, its device
+  // routing in `dr`); the backend's ids, offsets, order and rank must be the reference's.
+  void route_both(Buf& logits, bool normalize, HostRouting& want, HostRouting& got, MoeRouting& dr) {
+    ref->moe_route(logits.t(), normalize, want.r);
+    dr = dev_routing(got);
+    be->moe_route(dev(logits), normalize, dr);
+    read_routing(dr, got);
+    ASSERT_EQ(got.ids, want.ids);
+    EXPECT_EQ(got.offsets, want.offsets);
+    EXPECT_EQ(got.order, want.order);
+    EXPECT_EQ(got.rank, want.rank);
+  }
   ExpertMatrices dev_experts(const HostExperts& h) {
     const int64_t n = h.m.n_experts;
     Tensor w =
@@ -575,14 +587,8 @@ TEST_P(MoeContract, RouteGateUpDownCombineAndBatchInvariance) {
       const int64_t n = c.tokens, k = c.k, pairs = n * k;
       Buf logits = router_logits(n, c.experts, rng);
       HostRouting want(n, c.experts, k), got(n, c.experts, k);
-      ref->moe_route(logits.t(), normalize, want.r);
-      MoeRouting dr = dev_routing(got);
-      be->moe_route(dev(logits), normalize, dr);
-      read_routing(dr, got);
-      ASSERT_EQ(got.ids, want.ids);
-      EXPECT_EQ(got.offsets, want.offsets);
-      EXPECT_EQ(got.order, want.order);
-      EXPECT_EQ(got.rank, want.rank);
+      MoeRouting dr;
+      ASSERT_NO_FATAL_FAILURE(route_both(logits, normalize, want, got, dr));
       expect_close(got.weights, want.weights, 1e-6f, "routing weights");
       EXPECT_EQ(want.offsets[1] - want.offsets[0], n) << "expert 0 receives every token";
       if (k < c.experts) {
@@ -649,20 +655,14 @@ TEST_P(MoeContract, RouteGateUpDownCombineAndBatchInvariance) {
   }
 }
 
-// A prefill-sized step: more pairs than one pass of a backend's grouping may hold (the CUDA kernel
-// stages 8 192 expert ids at a time).
+// A prefill-sized step: many pairs for each part of a backend's grouping (the CUDA kernel splits the
+// 8 800 pairs into 32 ranges of 275, each walked 32 pairs at a time).
 TEST_P(MoeContract, RouteGroupsStepsOfManyPairs) {
   const int64_t n = 1100, experts = 128, k = 8;
   Buf logits = router_logits(n, experts, rng);
   HostRouting want(n, experts, k), got(n, experts, k);
-  ref->moe_route(logits.t(), true, want.r);
-  MoeRouting dr = dev_routing(got);
-  be->moe_route(dev(logits), true, dr);
-  read_routing(dr, got);
-  EXPECT_EQ(got.ids, want.ids);
-  EXPECT_EQ(got.offsets, want.offsets);
-  EXPECT_EQ(got.order, want.order);
-  EXPECT_EQ(got.rank, want.rank);
+  MoeRouting dr;
+  route_both(logits, true, want, got, dr);
 }
 
 #ifdef FERRUM_OPS_TEST_CUDA

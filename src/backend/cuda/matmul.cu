@@ -226,9 +226,8 @@ __global__ void __launch_bounds__(kGroupThreads) group_kernel(Routing rt, int wa
     if (lane == 0) start[0] = 0;
   }
   __syncthreads();
-  for (int e = threadIdx.x; e <= n_exp; e += blockDim.x) {
-    rt.offsets[e] = start[e];
-    if (e == n_exp) break;
+  for (int e = threadIdx.x; e <= n_exp; e += blockDim.x) rt.offsets[e] = start[e];
+  for (int e = threadIdx.x; e < n_exp; e += blockDim.x) {
     int32_t place = start[e];
     for (int w = 0; w < warps; ++w) {
       const int32_t c = hist[w * n_exp + e];
