@@ -9,6 +9,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <utility>
 
 #include "backend/backend.h"
 #include "core/half.h"
@@ -356,21 +357,22 @@ TEST_P(OpContract, PagedAttentionOverRaggedBatch) {
   }
 }
 
-// A prefill-shaped step: all 37 tokens of one sequence (causal, or as an encoder seeing the whole
-// sequence), then 3 tokens of a second one.
+// A prefill-shaped step: all 75 tokens of one sequence (causal, or as an encoder seeing the whole
+// sequence), then 3 tokens of a second one (more than 64 tokens: the CUDA kernel's blocks then take
+// several tokens, and one block takes the last of the first sequence and the second sequence's).
 TEST_P(OpContract, PagedAttentionPrefill) {
   // head_dim 192 takes the CPU's generic kernel (the AVX-512 one takes up to 128 or multiples of 128).
   for (AttnShape s : {AttnShape{4, 2, 64}, AttnShape{3, 3, 48}, AttnShape{8, 8, 128}, AttnShape{2, 1, 256},
                       AttnShape{4, 2, 192}}) {
     for (bool causal : {true, false}) {
       for (int64_t window : {0, 7}) {
-        const int64_t bs = 16, n_blocks = 8, kvd = s.kv_heads * s.hd;
+        const int64_t bs = 16, n_blocks = 8, max_blocks = 5, kvd = s.kv_heads * s.hd;
         Buf kc(n_blocks * bs, kvd, rng), vc(n_blocks * bs, kvd, rng);
-        std::vector<int32_t> tables = {6, 1, 3, 0, 4, 0, 0, 0};
+        std::vector<int32_t> tables = {6, 1, 3, 0, 7, 4, 0, 0, 0, 0};
         std::vector<int32_t> positions, kv_end, seq_index;
-        for (int32_t i = 0; i < 37; ++i) {
+        for (int32_t i = 0; i < 75; ++i) {
           positions.push_back(i);
-          kv_end.push_back(causal ? i + 1 : 37);
+          kv_end.push_back(causal ? i + 1 : 75);
           seq_index.push_back(0);
         }
         for (int32_t i = 5; i < 8; ++i) {
@@ -379,13 +381,14 @@ TEST_P(OpContract, PagedAttentionPrefill) {
           seq_index.push_back(1);
         }
         const int64_t n = static_cast<int64_t>(positions.size());
-        AttentionLayout L{n, positions.data(), kv_end.data(), seq_index.data(), tables.data(), 4, bs};
+        AttentionLayout L{n, positions.data(), kv_end.data(), seq_index.data(), tables.data(), max_blocks,
+                          bs};
         const int32_t *dpos = dev(positions), *dend = dev(kv_end), *dseq = dev(seq_index),
                       *dtab = dev(tables);
         AttentionParams p{s.heads, s.kv_heads, s.hd, 1.0f / std::sqrt(float(s.hd)), window};
         Buf q(n, s.heads * s.hd, rng), o2(n, s.heads * s.hd, rng);
         Tensor dq = dev(q), dkc = dev(kc), dvc = dev(vc), d1 = dev(o2);
-        be->attention(dq, dkc, dvc, AttentionLayout{n, dpos, dend, dseq, dtab, 4, bs}, p, d1);
+        be->attention(dq, dkc, dvc, AttentionLayout{n, dpos, dend, dseq, dtab, max_blocks, bs}, p, d1);
         ref->attention(q.t(), kc.t(), vc.t(), L, p, o2.t());
         const std::string what = "heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
                                  " hd=" + std::to_string(s.hd) + (causal ? " causal" : " encoder") +
@@ -394,10 +397,10 @@ TEST_P(OpContract, PagedAttentionPrefill) {
         expect_close(all, o2.v, 1e-5f, "prefill attention " + what);
         // A prefill row has the bits of the same token attended in a step of its own (as a decode step).
         const int64_t row = s.heads * s.hd;
-        for (int64_t i : {int64_t{0}, int64_t{20}, n - 1}) {
+        for (int64_t i : {int64_t{0}, int64_t{20}, int64_t{73}, n - 1}) {
           Tensor d_one = dev(Buf(1, row, rng));
           be->attention(Tensor::f32(dq.row<float>(i), 1, row), dkc, dvc,
-                        AttentionLayout{1, dpos + i, dend + i, dseq + i, dtab, 4, bs}, p, d_one);
+                        AttentionLayout{1, dpos + i, dend + i, dseq + i, dtab, max_blocks, bs}, p, d_one);
           const std::vector<float> alone = host(d_one);
           EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + i * row, size_t(row) * sizeof(float)))
               << "token " << i << " alone, " << what;
@@ -407,14 +410,14 @@ TEST_P(OpContract, PagedAttentionPrefill) {
   }
 }
 
-// A decode step of 20 sequences of 1 to 300 tokens (one token each, scattered blocks): every row as the
-// reference computes it, and bit for bit what the same token gives in a step of its own (the CUDA
-// backend serves several query heads a block from 16 tokens up, one head a block below).
+// A decode step of 20 (and of 70) sequences of 1 to 300 tokens (one token each, scattered blocks): every
+// row as the reference computes it, and bit for bit what the same token gives in a step of its own (the
+// CUDA kernel takes a token a block in steps of up to 64 tokens, several above).
 TEST_P(OpContract, PagedAttentionDecodeBatchEqualsEachSequenceAlone) {
   for (AttnShape s : {AttnShape{8, 2, 128}, AttnShape{16, 2, 64}, AttnShape{32, 8, 128}, AttnShape{4, 1, 256},
                       AttnShape{6, 1, 64}, AttnShape{4, 4, 32}}) {
-    for (int64_t window : {0, 37}) {
-      const int64_t bs = 16, n = 20, max_blocks = 19, kvd = s.kv_heads * s.hd;
+    for (auto [n, window] : {std::pair<int64_t, int64_t>{20, 0}, {20, 37}, {70, 0}}) {
+      const int64_t bs = 16, max_blocks = 19, kvd = s.kv_heads * s.hd;
       std::vector<int32_t> positions, kv_end, seq_index, tables(size_t(n * max_blocks), 0);
       int32_t next_block = 0;
       for (int32_t i = 0; i < n; ++i) {
@@ -439,12 +442,13 @@ TEST_P(OpContract, PagedAttentionDecodeBatchEqualsEachSequenceAlone) {
                      AttentionLayout{n, positions.data(), kv_end.data(), seq_index.data(), tables.data(),
                                      max_blocks, bs},
                      p, o2.t());
-      const std::string what = "heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
-                               " hd=" + std::to_string(s.hd) + " window=" + std::to_string(window);
+      const std::string what = std::to_string(n) + " sequences, heads=" + std::to_string(s.heads) + "/" +
+                               std::to_string(s.kv_heads) + " hd=" + std::to_string(s.hd) +
+                               " window=" + std::to_string(window);
       const std::vector<float> batched = host(d1);
       expect_close(batched, o2.v, 1e-5f, "decode attention " + what);
       const int64_t row = s.heads * s.hd;
-      for (int64_t i : {int64_t{0}, int64_t{7}, n - 1}) {
+      for (int64_t i : {int64_t{0}, int64_t{7}, n / 2 + 1, n - 1}) {
         Buf one(1, row, rng);
         Tensor d_one = dev(one);
         const Tensor qi = Tensor::f32(dq.row<float>(i), 1, row);

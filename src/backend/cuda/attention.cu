@@ -1,12 +1,20 @@
-// Paged attention with an online softmax: one kernel for every token, prefill or decode. A block takes
-// one token and a run of up to kHeads query heads sharing a kv head (each key is read once for the
-// run); its 16 warps split the token's keys and merge their partial softmax states at the end. A token's
-// result is therefore a function of its query and its own sequence's keys only: the same bits alone or
-// batched, in a decode step or in a prefill chunk (so a sequence recomputed after preemption continues
-// as it would have). This replaced a prefill path that staged 32-key tiles in shared memory for 16
-// tokens at a time: that path gave other bits than decoding, and was slower (Llama-3.1-8B shape
-// Q4_K_M, H200: pp512 11 900 vs 12 470 tok/s, pp2048 7 500 vs 8 170).
-#include <cfloat>
+// Paged attention with an online softmax on tensor cores: one kernel for every token, prefill or decode.
+//
+// A block takes up to 16 rows, each a (token, query head) pair of one sequence and one kv head (the M of
+// its MMAs), and its 8 warps split the sequence's keys in tiles of 16: warp w takes the tiles whose index
+// (key / 16, counted from key 0) is w modulo 8, in increasing order, and the warps' partial softmax states
+// are merged in warp order at the end. The rows of an MMA are independent, and a key outside a row's
+// range scores -inf (a zero weight, which adds nothing), so a row's result depends only on its query and
+// its own sequence's keys: the same bits alone or batched, in a decode step or a prefill chunk (a
+// sequence recomputed after preemption continues as it would have), whichever rows share its block.
+//
+// Products are three TF32 MMAs per step (lo x hi, hi x lo, hi x hi of each operand split into a TF32 hi
+// and the TF32 of the remainder): about 21 mantissa bits against the float32 KV cache. This replaced a
+// kernel of float32 FMAs, a token a block: Llama-3.1-8B shape with 4 layers in F16, H200, 482 -> 146 µs a
+// layer at 512 tokens (ncu); pp512 114 000 -> 161 000 tok/s, pp2048 67 000 -> 151 000, decode unchanged.
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/kernels.h"
@@ -15,188 +23,346 @@ namespace ferrum::cuda {
 
 namespace {
 
-// 16 warps: a decode token's keys are split 16 ways, which shortens the chain of dependent block-table
-// and key loads that bounds a single sequence's decode attention.
-constexpr int kWarps = 16;
-constexpr int kKeyGroup = 8;  // keys a warp scores at once
-constexpr int kHeads = 4;     // query heads (of one kv head) a block serves at most
+constexpr int kWarps = 8;      // warps of a block, splitting its keys
+constexpr int kTileKeys = 16;  // keys a warp takes at once: two n8 MMA tiles
+constexpr int kRows = 16;      // (token, head) rows of a block
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Tf32 {
+  uint32_t hi, lo;
+};
+
+// x = hi + lo, both TF32: hi rounded to nearest on its 10 mantissa bits (integer ops, which issue faster
+// than cvt.rna.tf32), lo the exact remainder cut to TF32 (about 2^-21 of x lost).
+__device__ __forceinline__ Tf32 split(float x) {
+  const uint32_t hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+  return {hi, __float_as_uint(x - __uint_as_float(hi)) & 0xffffe000u};
+}
+
+// d += A * B for one m16n8k8 TF32 tile (lane = 4 g + c holds A (g, c), (g + 8, c), (g, c + 4),
+// (g + 8, c + 4); B (c, g), (c + 4, g); D (g, 2c), (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1)).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// d += A * B with split operands: the small products first.
+__device__ __forceinline__ void mma3(float (&d)[4], const Tf32 (&a)[4], Tf32 b0, Tf32 b1) {
+  mma_tf32(d, a[0].lo, a[1].lo, a[2].lo, a[3].lo, b0.hi, b1.hi);
+  mma_tf32(d, a[0].hi, a[1].hi, a[2].hi, a[3].hi, b0.lo, b1.lo);
+  mma_tf32(d, a[0].hi, a[1].hi, a[2].hi, a[3].hi, b0.hi, b1.hi);
+}
+
+// big += A.hi * B.hi and small += the two cross products.
+__device__ __forceinline__ void mma3(float (&big)[4], float (&small)[4], const Tf32 (&a)[4], Tf32 b0,
+                                     Tf32 b1) {
+  mma_tf32(small, a[0].lo, a[1].lo, a[2].lo, a[3].lo, b0.hi, b1.hi);
+  mma_tf32(small, a[0].hi, a[1].hi, a[2].hi, a[3].hi, b0.lo, b1.lo);
+  mma_tf32(big, a[0].hi, a[1].hi, a[2].hi, a[3].hi, b0.hi, b1.hi);
+}
+
+__device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+
+__device__ __forceinline__ float lane_of(const float4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
 
 __device__ __forceinline__ int64_t first_key(const AttnArgs& a, int64_t end) {
   return a.window > 0 ? (end - a.window > 0 ? end - a.window : 0) : 0;
 }
 
-__device__ __forceinline__ int64_t slot_of(const AttnArgs& a, const int32_t* table, int64_t j) {
-  return int64_t(table[j / a.block_size]) * a.block_size + j % a.block_size;
+// The query fragments in shared memory, split, for 16 dims (a "pair" of k8 steps) at a time: step 2p takes
+// dims 16p + 4c and 16p + 4c + 1 as its k = c and c + 4, step 2p + 1 dims 16p + 4c + 2 and + 3, so that
+// each lane of a key's B fragment loads 4 consecutive floats. Words [(p * 4 + j) * 32 + lane][4]: j = 0, 1
+// the hi parts of steps 2p, 2p + 1; j = 2, 3 their lo parts (consecutive lanes, consecutive 16 bytes).
+__device__ __forceinline__ uint32_t* q_frag(uint32_t* qs, int p, int j, int lane) {
+  return qs + ((p * 4 + j) * 32 + lane) * 4;
 }
 
-// Sums each of the N values of v over the warp; lane L ends with the sum of value L % N in v[0]. At
-// each level lanes with bit N / 2 set keep the upper half of the values, the others the lower half,
-// and each adds its partner's copy of the half it keeps.
-template <int N>
-__device__ __forceinline__ void fold(float (&v)[32], int lane) {
-  const bool upper = lane & (N / 2);
-#pragma unroll
-  for (int i = 0; i < N / 2; ++i) {
-    const float send = upper ? v[i] : v[i + N / 2];
-    const float keep = upper ? v[i + N / 2] : v[i];
-    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, N / 2);
-  }
-  if constexpr (N > 2) fold<N / 2>(v, lane);
-}
-
-// Token t's attention for query heads h .. h + nh - 1 (nh <= kHeads, one kv head): each key is read once for
-// all of them. Lanes hold dims lane, lane + 32, ... (D of them) of every head. A warp scores kKeyGroup
-// keys at a time: the lanes' 8 x kHeads partial dot products are summed by a transposing butterfly (31
-// shuffles, against 5 per sum for separate reductions), after which lane L holds the score of key
-// L % 8 for head L / 8; its softmax state (m, l) is that head's, shared by the head's 8 lanes.
 template <int D>
-__device__ void attend_token(const AttnArgs& a, int64_t t, int64_t h, int nh, CFMat q, CFMat kc, CFMat vc,
-                             FMat out, float* sm) {
-  static_assert(kKeyGroup * kHeads == 32, "one score per lane");
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t hd = a.head_dim, koff = (h / (a.n_heads / a.n_kv_heads)) * hd;
-  const int32_t* table = a.block_tables + int64_t(a.seq_index[t]) * a.max_blocks;
-  const int64_t end = a.kv_end[t], first = first_key(a, end);
-  const int my_key = lane % kKeyGroup;  // lane L scores key L % 8 for head L / 8
-  float qv[kHeads][D], o[kHeads][D];
+constexpr int smem_words() {
+  return (32 * D / 16) * 4 * 32 * 4 + kWarps * kRows * (32 * D + 1) + kWarps * kRows * 2 + kRows;
+}
+
+// Rows (token ts + r / nh, head h0 + r % nh) for r < n_tok * nh, all of sequence `seq`. D: head dims in
+// 32s (the head padded with zeros). V's dims are permuted over the PV MMAs' n8 tiles so that a lane loads
+// 4 consecutive floats of a value row: n-tile 4u + i, column n is dim 32u + 4n + i.
+template <int D>
+__device__ void attend_rows(const AttnArgs& a, int64_t ts, int n_tok, int64_t h0, int nh, int64_t kvh,
+                            int32_t seq, CFMat q, CFMat kc, CFMat vc, FMat out, uint32_t* sm) {
+  constexpr int kDims = 32 * D, kPairs = kDims / 16, kN = kDims / 8;
+  uint32_t* qs = sm;
+  float* parts = reinterpret_cast<float*>(sm + kPairs * 512);  // [kWarps][kRows][kDims + 1]
+  float* ml = parts + kWarps * kRows * (kDims + 1);            // [kWarps][kRows] of (max, sum)
+  float* total = ml + kWarps * kRows * 2;                      // [kRows]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int rows = n_tok * nh;
+  const int64_t hd = a.head_dim, koff = kvh * hd;
+  const float qscale = a.scale * kLog2e;  // scores in log2 units: exp2 of their differences
+
+  // This lane's rows g and g + 8: their key ranges (empty for rows past the block's), and the union.
+  int64_t first[2], end[2], lo = INT64_MAX, hi = 0;
 #pragma unroll
-  for (int hh = 0; hh < kHeads; ++hh)
-#pragma unroll
-    for (int i = 0; i < D; ++i) {
-      const int64_t d = lane + 32 * i;
-      qv[hh][i] = hh < nh && d < hd ? q.p[t * q.ld + (h + hh) * hd + d] : 0.0f;
-      o[hh][i] = 0.0f;
-    }
-  float m = -FLT_MAX, l = 0.0f;  // head lane / 8's running max and sum
-  for (int64_t j0 = first + kKeyGroup * warp; j0 < end; j0 += kKeyGroup * kWarps) {
-    float part[32];  // [hh * kKeyGroup + u]
-    int64_t slot[kKeyGroup];
-#pragma unroll
-    for (int u = 0; u < kKeyGroup; ++u) {
-      const int64_t j = j0 + u;
-      slot[u] = j < end ? slot_of(a, table, j) : 0;
-      float kv[D];
-#pragma unroll
-      for (int i = 0; i < D; ++i)
-        kv[i] = j < end && lane + 32 * i < hd ? kc.p[slot[u] * kc.ld + koff + lane + 32 * i] : 0.0f;
-#pragma unroll
-      for (int hh = 0; hh < kHeads; ++hh) {
-        float acc = 0.0f;
-#pragma unroll
-        for (int i = 0; i < D; ++i) acc = fmaf(qv[hh][i], kv[i], acc);
-        part[hh * kKeyGroup + u] = acc;
-      }
-    }
-    fold<32>(part, lane);
-    const bool valid = j0 + my_key < end;
-    const float sc = valid ? part[0] * a.scale : -FLT_MAX;
-    float bm = sc;
-#pragma unroll
-    for (int off = 1; off < kKeyGroup; off <<= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, off));
-    // The group's first key is always valid, so bm is a real score.
-    const float m_new = l > 0.0f ? fmaxf(m, bm) : bm;
-    const float corr = l > 0.0f ? expf(m - m_new) : 0.0f;
-    const float p = valid ? expf(sc - m_new) : 0.0f;
-    float ps = p;
-#pragma unroll
-    for (int off = 1; off < kKeyGroup; off <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
-    l = l * corr + ps;
-    m = m_new;
-#pragma unroll
-    for (int hh = 0; hh < kHeads; ++hh) {
-      const float c = __shfl_sync(0xffffffffu, corr, hh * kKeyGroup);
-#pragma unroll
-      for (int i = 0; i < D; ++i) o[hh][i] *= c;
-    }
-#pragma unroll
-    for (int u = 0; u < kKeyGroup; ++u) {
-      if (j0 + u >= end) break;
-      float vv[D];
-#pragma unroll
-      for (int i = 0; i < D; ++i)
-        vv[i] = lane + 32 * i < hd ? vc.p[slot[u] * vc.ld + koff + lane + 32 * i] : 0.0f;
-#pragma unroll
-      for (int hh = 0; hh < kHeads; ++hh) {
-        const float pu = __shfl_sync(0xffffffffu, p, hh * kKeyGroup + u);
-#pragma unroll
-        for (int i = 0; i < D; ++i) o[hh][i] = fmaf(pu, vv[i], o[hh][i]);
-      }
-    }
+  for (int h = 0; h < 2; ++h) {
+    const int r = g + 8 * h;
+    end[h] = r < rows ? a.kv_end[ts + r / nh] : 0;
+    first[h] = r < rows ? first_key(a, end[h]) : 0;
   }
-  // Merge the warps' (max, sum, output) states: warp w's head hh at sm + (w * kHeads + hh) * (hd + 2).
+  for (int i = 0; i < n_tok; ++i) {
+    const int64_t e = a.kv_end[ts + i];
+    lo = min(lo, first_key(a, e));
+    hi = max(hi, e);
+  }
+  __syncthreads();  // the previous rows' readers are done with shared memory
+  // Thread i stages 4 dims of one row for lane i % 32 of pair i / 64 (consecutive lanes, consecutive words).
+  for (int i = threadIdx.x; i < kRows * kDims / 4; i += blockDim.x) {
+    const int l = i & 31, half = (i >> 5) & 1, p = i >> 6, r = (l >> 2) + 8 * half, d = 16 * p + 4 * (l & 3);
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (r < rows && d < hd) v = load4(q.p + (ts + r / nh) * q.ld + (h0 + r % nh) * hd + d);
+    const float e[4] = {v.x * qscale, v.y * qscale, v.z * qscale, v.w * qscale};
 #pragma unroll
-  for (int hh = 0; hh < kHeads; ++hh) {
-    float* mine = sm + (warp * kHeads + hh) * (hd + 2);
-#pragma unroll
-    for (int i = 0; i < D; ++i)
-      if (lane + 32 * i < hd) mine[lane + 32 * i] = o[hh][i];
-    if (lane == hh * kKeyGroup) {
-      mine[hd] = l > 0.0f ? m : -FLT_MAX;
-      mine[hd + 1] = l;
+    for (int s = 0; s < 2; ++s) {
+      const Tf32 x0 = split(e[2 * s]), x1 = split(e[2 * s + 1]);
+      q_frag(qs, p, s, l)[half] = x0.hi;
+      q_frag(qs, p, s, l)[2 + half] = x1.hi;
+      q_frag(qs, p, 2 + s, l)[half] = x0.lo;
+      q_frag(qs, p, 2 + s, l)[2 + half] = x1.lo;
     }
   }
   __syncthreads();
-  for (int64_t e = threadIdx.x; e < nh * hd; e += blockDim.x) {
-    const int64_t hh = e / hd, d = e - hh * hd;
-    float mx = -FLT_MAX;
-    for (int w = 0; w < kWarps; ++w) {
-      const float* st = sm + (w * kHeads + hh) * (hd + 2);
-      if (st[hd + 1] > 0.0f) mx = fmaxf(mx, st[hd]);
+
+  const int32_t* table = a.block_tables + int64_t(seq) * a.max_blocks;
+  const auto slot = [&](int64_t j) {
+    return int64_t(table[j / a.block_size]) * a.block_size + j % a.block_size;
+  };
+  float o[kN][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row; l this lane's part
+  const int64_t kt_lo = lo / kTileKeys, kt_hi = (hi + kTileKeys - 1) / kTileKeys;
+  for (int64_t kt = kt_lo + ((warp - kt_lo) % kWarps + kWarps) % kWarps; kt < kt_hi; kt += kWarps) {
+    const int64_t j0 = kt * kTileKeys;
+    // Keys (and values) outside the block's union stay zero: their slots may hold anything.
+    float4 kv[2][kPairs], vv[2][2][D];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const int64_t j = j0 + 8 * nt + g;
+      const bool ok = j >= lo && j < hi;
+      const float* row = kc.p + (ok ? slot(j) : 0) * kc.ld + koff;
+#pragma unroll
+      for (int p = 0; p < kPairs; ++p)
+        kv[nt][p] =
+            ok && 16 * p + 4 * c < hd ? load4(row + 16 * p + 4 * c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-    float acc = 0.0f, total = 0.0f;
-    for (int w = 0; w < kWarps; ++w) {
-      const float* st = sm + (w * kHeads + hh) * (hd + 2);
-      const float lw = st[hd + 1];
-      const float ew = lw > 0.0f ? expf(st[hd] - mx) : 0.0f;
-      total += lw * ew;
-      acc += st[d] * ew;
+    // Value rows 8 ks + 2c + e of the tile (dims 32u + 4g ..). Heads of up to 128 dims load them with the
+    // keys; larger ones just before their products, which keeps them out of local memory.
+    const auto load_values = [&](int ks) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t j = j0 + 8 * ks + 2 * c + e;
+        const bool ok = j >= lo && j < hi;
+        const float* row = vc.p + (ok ? slot(j) : 0) * vc.ld + koff;
+#pragma unroll
+        for (int u = 0; u < D; ++u)
+          vv[ks][e][u] =
+              ok && 32 * u + 4 * g < hd ? load4(row + 32 * u + 4 * g) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+    };
+    constexpr bool kValuesEarly = D <= 4;
+    if constexpr (kValuesEarly) {
+      load_values(0);
+      load_values(1);
     }
-    out.p[t * out.ld + (h + hh) * hd + d] = total > 0.0f ? acc / total : 0.0f;
+
+    // Scores: the hi x hi products and the small ones in separate accumulators (two shorter chains of
+    // dependent MMAs), added at the end.
+    float s[2][4] = {}, small[2][4] = {};
+#pragma unroll
+    for (int p = 0; p < kPairs; ++p) {
+      const uint4 h0v = *reinterpret_cast<const uint4*>(q_frag(qs, p, 0, lane));
+      const uint4 h1v = *reinterpret_cast<const uint4*>(q_frag(qs, p, 1, lane));
+      const uint4 l0v = *reinterpret_cast<const uint4*>(q_frag(qs, p, 2, lane));
+      const uint4 l1v = *reinterpret_cast<const uint4*>(q_frag(qs, p, 3, lane));
+      const Tf32 a0[4] = {{h0v.x, l0v.x}, {h0v.y, l0v.y}, {h0v.z, l0v.z}, {h0v.w, l0v.w}};
+      const Tf32 a1[4] = {{h1v.x, l1v.x}, {h1v.y, l1v.y}, {h1v.z, l1v.z}, {h1v.w, l1v.w}};
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        mma3(s[nt], small[nt], a0, split(kv[nt][p].x), split(kv[nt][p].y));
+        mma3(s[nt], small[nt], a1, split(kv[nt][p].z), split(kv[nt][p].w));
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nt][e] += small[nt][e];
+
+    // Online softmax of rows g (h = 0) and g + 8 (h = 1); lane holds keys 8 nt + 2c + {0, 1}.
+    float corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t j = j0 + 8 * nt + 2 * c + e;
+          float& v = s[nt][2 * h + e];
+          v = j >= first[h] && j < end[h] ? v : -INFINITY;
+          mx = fmaxf(mx, v);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[h], mx);
+      // A tile with no key of the row leaves its state as it is (exp2(-inf) = 0 for the weights).
+      corr[h] = m_new == -INFINITY ? 1.0f : exp2f(m[h] - m_new);
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& v = s[nt][2 * h + e];
+          v = m_new == -INFINITY ? 0.0f : exp2f(v - m_new);
+          sum += v;
+        }
+      l[h] = l[h] * corr[h] + sum;
+      m[h] = m_new;
+    }
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      o[n][0] *= corr[0];
+      o[n][1] *= corr[0];
+      o[n][2] *= corr[1];
+      o[n][3] *= corr[1];
+    }
+    // O += P V: P's k8 step ks is the score tile nt = ks, its k = c and c + 4 the keys 8 ks + 2c and + 1.
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      if constexpr (!kValuesEarly) load_values(ks);
+      const Tf32 pa[4] = {split(s[ks][0]), split(s[ks][2]), split(s[ks][1]), split(s[ks][3])};
+#pragma unroll
+      for (int u = 0; u < D; ++u)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          mma3(o[4 * u + i], pa, split(lane_of(vv[ks][0][u], i)), split(lane_of(vv[ks][1][u], i)));
+    }
+  }
+
+  // Merge the warps' states, row by row in warp order: each warp leaves its (max, sum) and its output
+  // scaled to the rows' common max, then a thread per output adds the warps' parts in order.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float lr = l[h];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    l[h] = lr;
+    if (c == 0) {
+      ml[(warp * kRows + g + 8 * h) * 2] = m[h];
+      ml[(warp * kRows + g + 8 * h) * 2 + 1] = lr;
+    }
+  }
+  __syncthreads();
+  float ew[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = g + 8 * h;
+    float mx = -INFINITY;
+    for (int w = 0; w < kWarps; ++w)
+      if (ml[(w * kRows + r) * 2 + 1] > 0.0f) mx = fmaxf(mx, ml[(w * kRows + r) * 2]);
+    ew[h] = l[h] > 0.0f ? exp2f(m[h] - mx) : 0.0f;
+    if (warp == 0 && c == 0) {
+      float t = 0.0f;
+      for (int w = 0; w < kWarps; ++w) {
+        const float lw = ml[(w * kRows + r) * 2 + 1];
+        t += lw > 0.0f ? lw * exp2f(ml[(w * kRows + r) * 2] - mx) : 0.0f;
+      }
+      total[r] = t;
+    }
+  }
+  float* mine = parts + warp * kRows * (kDims + 1);  // rows 1 bank apart: no conflicts
+#pragma unroll
+  for (int n = 0; n < kN; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int h = e >> 1, d = 32 * (n / 4) + 4 * (2 * c + (e & 1)) + n % 4;
+      mine[(g + 8 * h) * (kDims + 1) + d] = o[n][e] * ew[h];
+    }
+  __syncthreads();
+  for (int i = threadIdx.x; i < rows * hd; i += blockDim.x) {
+    const int r = static_cast<int>(i / hd);
+    const int64_t d = i - int64_t(r) * hd;
+    float sum = 0.0f;
+    for (int w = 0; w < kWarps; ++w) sum += parts[(w * kRows + r) * (kDims + 1) + d];
+    const float t = total[r];
+    out.p[(ts + r / nh) * out.ld + (h0 + r % nh) * hd + d] = t > 0.0f ? sum / t : 0.0f;
   }
 }
 
-// Blocks (token, run of nh query heads of one kv head).
+// Block (x, y): tokens [x T, x T + T) (T = tokens_per_block), a run of tokens of one sequence at a time,
+// for the y-th run of up to 16 query heads of one kv head.
 template <int D>
-__global__ void __launch_bounds__(kWarps * 32)
-    attention_kernel(AttnArgs a, int nh, CFMat q, CFMat kc, CFMat vc, FMat out) {
-  extern __shared__ float sm[];
+__global__ void __launch_bounds__(kWarps * 32, 1)
+    attention_kernel(AttnArgs a, int tokens_per_block, CFMat q, CFMat kc, CFMat vc, FMat out) {
+  extern __shared__ __align__(16) uint32_t sm[];
   allow_dependents();
   wait_for_inputs();
-  attend_token<D>(a, blockIdx.x, int64_t(blockIdx.y) * nh, nh, q, kc, vc, out, sm);
+  const int64_t group = a.n_heads / a.n_kv_heads, runs = (group + kRows - 1) / kRows;
+  const int64_t kvh = blockIdx.y / runs, h0 = kvh * group + (blockIdx.y % runs) * kRows;
+  const int nh = static_cast<int>(min(int64_t{kRows}, (kvh + 1) * group - h0));
+  const int64_t t_end = min(a.n_tokens, int64_t(blockIdx.x + 1) * tokens_per_block);
+  for (int64_t t0 = int64_t(blockIdx.x) * tokens_per_block; t0 < t_end;) {
+    const int32_t seq = a.seq_index[t0];
+    int64_t t1 = t0 + 1;
+    while (t1 < t_end && a.seq_index[t1] == seq) ++t1;
+    attend_rows<D>(a, t0, static_cast<int>(t1 - t0), h0, nh, kvh, seq, q, kc, vc, out, sm);
+    t0 = t1;
+  }
 }
 
-size_t smem_bytes(int64_t hd) { return static_cast<size_t>(kWarps * kHeads * (hd + 2)) * sizeof(float); }
-
-// Steps of fewer than 16 tokens keep a block per head: runs of heads would leave too few blocks to keep
-// the SMs loading keys. (A head's result does not depend on nh: each value's butterfly adds the same
-// lanes in the same order.)
+// Steps of up to 64 tokens (decode batches) take a block per token, for as many blocks as there are
+// tokens; larger ones (prefill) fill the blocks' 16 rows with consecutive tokens.
 template <int D>
-cudaError_t launch_heads(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat kc, CFMat vc, FMat out) {
-  const int64_t group = a.n_heads / a.n_kv_heads;
-  const int nh = a.n_tokens < 16 ? 1 : group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
-  const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_heads / nh));
-  return launch(attention_kernel<D>, grid, kWarps * 32, smem_bytes(a.head_dim), s, a, nh, q, kc, vc, out);
+cudaError_t launch_rows(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat kc, CFMat vc, FMat out) {
+  const int64_t group = a.n_heads / a.n_kv_heads, runs = (group + kRows - 1) / kRows;
+  const int tokens_per_block =
+      a.n_tokens <= 64 ? 1 : static_cast<int>(kRows / std::min<int64_t>(group, kRows));
+  const dim3 grid(static_cast<unsigned>((a.n_tokens + tokens_per_block - 1) / tokens_per_block),
+                  static_cast<unsigned>(a.n_kv_heads * runs));
+  return launch(attention_kernel<D>, grid, kWarps * 32, smem_words<D>() * sizeof(uint32_t), s, a,
+                tokens_per_block, q, kc, vc, out);
 }
 
-template <int D>
-cudaError_t allow_smem() {
-  return cudaFuncSetAttribute(attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(smem_bytes(32 * D)));
+// f(std::integral_constant<int, D>) for the D (head dims in 32s, 1 to 8) that covers d32 32-dim chunks.
+template <int D = 1, class F>
+cudaError_t by_dims(int64_t d32, F&& f) {
+  if constexpr (D < 8)
+    if (d32 > D) return by_dims<D + 1>(d32, f);
+  return f(std::integral_constant<int, D>{});
 }
 
 }  // namespace
 
+bool attention_applies(int64_t head_dim, CFMat q, CFMat k_cache, CFMat v_cache) {
+  return head_dim % 4 == 0 && head_dim <= kMaxHeadDim && q.ld % 4 == 0 && k_cache.ld % 4 == 0 &&
+         v_cache.ld % 4 == 0 && aligned16(q.p) && aligned16(k_cache.p) && aligned16(v_cache.p);
+}
+
 cudaError_t attention(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat k_cache, CFMat v_cache, FMat out) {
   if (a.n_tokens == 0) return cudaSuccess;
-  if (a.head_dim <= 32) return launch_heads<1>(s, a, q, k_cache, v_cache, out);
-  if (a.head_dim <= 64) return launch_heads<2>(s, a, q, k_cache, v_cache, out);
-  if (a.head_dim <= 128) return launch_heads<4>(s, a, q, k_cache, v_cache, out);
-  return launch_heads<8>(s, a, q, k_cache, v_cache, out);
+  return by_dims((a.head_dim + 31) / 32,
+                 [&](auto d) { return launch_rows<decltype(d)::value>(s, a, q, k_cache, v_cache, out); });
 }
 
 cudaError_t init_attention() {
-  for (cudaError_t e : {allow_smem<1>(), allow_smem<2>(), allow_smem<4>(), allow_smem<8>()})
+  for (int d32 = 1; d32 <= 8; ++d32) {
+    const cudaError_t e = by_dims(d32, [](auto d) {
+      return cudaFuncSetAttribute(attention_kernel<decltype(d)::value>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(smem_words<decltype(d)::value>() * sizeof(uint32_t)));
+    });
     if (e != cudaSuccess) return e;
+  }
   return cudaSuccess;
 }
 

@@ -491,9 +491,11 @@ void CudaBackend::kv_write(Tensor k_cache, Tensor v_cache, const Tensor& k, cons
 
 void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                             const AttentionLayout& L, const AttentionParams& p, Tensor out) {
-  if (p.head_dim > cuda::kMaxHeadDim)
-    return fail(Error(
-        fmt::format("cuda attention: head_dim {} exceeds the supported {}", p.head_dim, cuda::kMaxHeadDim)));
+  if (!cuda::attention_applies(p.head_dim, cfmat(q), cfmat(k_cache), cfmat(v_cache)))
+    return fail(
+        Error(fmt::format("cuda attention: head_dim {} (a multiple of 4 up to {}, rows of a multiple of 4 "
+                          "floats) not supported",
+                          p.head_dim, cuda::kMaxHeadDim)));
   const cuda::AttnArgs a{L.n_tokens, L.kv_end,     L.seq_index, L.block_tables, L.max_blocks, L.block_size,
                          p.n_heads,  p.n_kv_heads, p.head_dim,  p.scale,        p.window};
   note("attention", cuda::attention(stream_, a, cfmat(q), cfmat(k_cache), cfmat(v_cache), fmat(out)));

@@ -113,6 +113,9 @@ struct AttnArgs {
   int64_t window;
 };
 constexpr int64_t kMaxHeadDim = 256;
+// The kernel loads 4 floats at a time: heads of a multiple of 4 dims up to kMaxHeadDim, rows of a multiple
+// of 4 floats, 16-byte aligned.
+bool attention_applies(int64_t head_dim, CFMat q, CFMat k_cache, CFMat v_cache);
 cudaError_t attention(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat k_cache, CFMat v_cache, FMat out);
 // Mixture of experts (see MoeRouting in backend.h). Expert e's matrix starts at mats[e], a device
 // array of device pointers.
