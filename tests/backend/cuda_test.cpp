@@ -263,24 +263,10 @@ TEST_F(CudaBackendTest, ExpertInt8ProductsMultiplyActivationsRoundedPer256Column
     x.m = {type, n_experts, rows, cols, row_bytes(type, cols), fast.array(table)};
     return x;
   };
-  // Routing of `logits` [n, n_experts] by the reference, copied to the device.
-  struct Routed {
-    std::vector<int32_t> ids, offsets, order, rank;
-    std::vector<float> weights;
-    MoeRouting dev;
-  };
-  const auto route = [&](const std::vector<float>& logits, int64_t n) {
-    Routed h{std::vector<int32_t>(size_t(n * k)), std::vector<int32_t>(size_t(n_experts + 1)),
-             std::vector<int32_t>(size_t(n * k)), std::vector<int32_t>(size_t(n * k)),
-             std::vector<float>(size_t(n * k)),   {}};
-    MoeRouting r{
-        n, n_experts, k, h.ids.data(), h.weights.data(), h.offsets.data(), h.order.data(), h.rank.data()};
-    ref->moe_route(Tensor::f32(const_cast<float*>(logits.data()), n, n_experts), true, r);
-    const auto put = [&](const auto& v) {
-      return const_cast<std::remove_cvref_t<decltype(v[0])>*>(fast.array(v));
-    };
-    h.dev = {n, n_experts, k, put(h.ids), put(h.weights), put(h.offsets), put(h.order), put(h.rank)};
-    return h;
+  // Routing of `logits` [n, n_experts] by the reference into h, and its copy on the device.
+  const auto route = [&](const std::vector<float>& logits, HostRouting& h) {
+    ref->moe_route(Tensor::f32(const_cast<float*>(logits.data()), h.r.n_tokens, n_experts), true, h.r);
+    return fast.routing(h);
   };
   for (DType type : {DType::Q4_K, DType::Q6_K}) {
     SCOPED_TRACE(dtype_name(type));
@@ -292,14 +278,15 @@ TEST_F(CudaBackendTest, ExpertInt8ProductsMultiplyActivationsRoundedPer256Column
       const int64_t pairs = n * k;
       std::vector<float> logits = normal(n * n_experts);
       for (int64_t t = 0; t < n; ++t) logits[size_t(t * n_experts)] = 10.0f;  // expert 0 takes every token
-      const Routed rt = route(logits, n);
+      HostRouting rt(n, n_experts, k);
+      const MoeRouting drt = route(logits, rt);
       // Activation scales far from 1, and a 256-column block of zeros (scale 0).
       std::vector<float> x = normal(n * hidden, n == 1 ? 1e-3f : 1.0f), xd = normal(pairs * down_cols, 30.0f);
       std::fill(x.end() - 256, x.end(), 0.0f);
       const Tensor act = fast.f32(std::vector<float>(size_t(pairs * inter)), pairs, inter);
       const Tensor dn = fast.f32(std::vector<float>(size_t(pairs * down_rows)), pairs, down_rows);
-      fb.expert_gate_up_silu(fast.f32(x, n, hidden), gate.m, up.m, rt.dev, act);
-      fb.expert_matmul(fast.f32(xd, pairs, down_cols), down.m, rt.dev, dn);
+      fb.expert_gate_up_silu(fast.f32(x, n, hidden), gate.m, up.m, drt, act);
+      fb.expert_matmul(fast.f32(xd, pairs, down_cols), down.m, drt, dn);
       const std::vector<float> got_act = fast.host(act), got_dn = fast.host(dn);
       ASSERT_TRUE(fb.check().ok());
       const std::vector<double> xq = rounded_per_256(x), xdq = rounded_per_256(xd);
@@ -341,8 +328,9 @@ TEST_F(CudaBackendTest, ExpertInt8ProductsMultiplyActivationsRoundedPer256Column
       if (n == 1) continue;
       for (int64_t t : {int64_t{0}, int64_t{17}, n - 1}) {
         SCOPED_TRACE("token " + std::to_string(t) + " alone");
-        const Routed one = route(
-            std::vector<float>(logits.begin() + t * n_experts, logits.begin() + (t + 1) * n_experts), 1);
+        HostRouting one(1, n_experts, k);
+        const MoeRouting done = route(
+            std::vector<float>(logits.begin() + t * n_experts, logits.begin() + (t + 1) * n_experts), one);
         std::vector<float> xd1(size_t(k * down_cols));
         for (int64_t j = 0; j < k; ++j)
           std::copy_n(xd.begin() + rt.rank[size_t(t * k + j)] * down_cols, down_cols,
@@ -351,8 +339,8 @@ TEST_F(CudaBackendTest, ExpertInt8ProductsMultiplyActivationsRoundedPer256Column
         const Tensor d1 = fast.f32(std::vector<float>(size_t(k * down_rows)), k, down_rows);
         fb.expert_gate_up_silu(
             fast.f32(std::vector<float>(x.begin() + t * hidden, x.begin() + (t + 1) * hidden), 1, hidden),
-            gate.m, up.m, one.dev, a1);
-        fb.expert_matmul(fast.f32(xd1, k, down_cols), down.m, one.dev, d1);
+            gate.m, up.m, done, a1);
+        fb.expert_matmul(fast.f32(xd1, k, down_cols), down.m, done, d1);
         const std::vector<float> h1 = fast.host(a1), hd1 = fast.host(d1);
         for (int64_t j = 0; j < k; ++j) {
           const int64_t from = rt.rank[size_t(t * k + j)], to = one.rank[size_t(j)];

@@ -5,11 +5,30 @@
 
 #include <gtest/gtest.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "backend/backend.h"
 
 namespace ferrum::testing {
+
+// Host arrays of one MoE routing and the MoeRouting view of them (not copyable: the view points into
+// the arrays).
+struct HostRouting {
+  std::vector<int32_t> ids, offsets, order, rank;
+  std::vector<float> weights;
+  MoeRouting r;
+  HostRouting(int64_t n, int64_t n_experts, int64_t k)
+      : ids(size_t(n * k)),
+        offsets(size_t(n_experts + 1)),
+        order(size_t(n * k)),
+        rank(size_t(n * k)),
+        weights(size_t(n * k)) {
+    r = {n, n_experts, k, ids.data(), weights.data(), offsets.data(), order.data(), rank.data()};
+  }
+  HostRouting(const HostRouting&) = delete;
+  HostRouting& operator=(const HostRouting&) = delete;
+};
 
 class Mirror {
  public:
@@ -41,6 +60,14 @@ class Mirror {
     if (!t.ok()) return {};
     if (t.value().data != host_view.data) owned_.push_back(t.value().data);
     return t.value();
+  }
+  // A copy of h's arrays (writable: moe_route fills them).
+  MoeRouting routing(const HostRouting& h) {
+    const auto put_v = [&](const auto& v) {
+      return const_cast<std::remove_cvref_t<decltype(v[0])>*>(array(v));
+    };
+    return {h.r.n_tokens,     h.r.n_experts,    h.r.k,          put_v(h.ids),
+            put_v(h.weights), put_v(h.offsets), put_v(h.order), put_v(h.rank)};
   }
   std::vector<float> host(const Tensor& t) {
     std::vector<float> v(static_cast<size_t>(t.rows() * t.cols()));

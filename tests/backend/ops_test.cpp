@@ -462,21 +462,7 @@ TEST_P(OpContract, PagedAttentionDecodeBatchEqualsEachSequenceAlone) {
   }
 }
 
-// Mixture-of-experts ops. Host arrays of one routing, and views of them.
-struct HostRouting {
-  std::vector<int32_t> ids, offsets, order, rank;
-  std::vector<float> weights;
-  MoeRouting r;
-  HostRouting(int64_t n, int64_t n_experts, int64_t k)
-      : ids(size_t(n * k)),
-        offsets(size_t(n_experts + 1)),
-        order(size_t(n * k)),
-        rank(size_t(n * k)),
-        weights(size_t(n * k)) {
-    r = {n, n_experts, k, ids.data(), weights.data(), offsets.data(), order.data(), rank.data()};
-  }
-};
-
+// Mixture-of-experts ops.
 // n_experts matrices [rows, cols] of `type`, stored as one stack in reverse expert order (so an op
 // that ignored the pointer table and assumed a stack would read the wrong expert).
 struct HostExperts {
@@ -516,15 +502,6 @@ struct MoeCase {
 
 class MoeContract : public OpContract {
  protected:
-  MoeRouting dev_routing(const HostRouting& h) {
-    MoeRouting d = h.r;
-    d.ids = const_cast<int32_t*>(dev(h.ids));
-    d.weights = const_cast<float*>(dev(h.weights));
-    d.offsets = const_cast<int32_t*>(dev(h.offsets));
-    d.order = const_cast<int32_t*>(dev(h.order));
-    d.rank = const_cast<int32_t*>(dev(h.rank));
-    return d;
-  }
   void read_routing(const MoeRouting& d, HostRouting& h) {
     be->copy_to_host(h.ids.data(), d.ids, h.ids.size() * sizeof(int32_t));
     be->copy_to_host(h.weights.data(), d.weights, h.weights.size() * sizeof(float));
@@ -536,7 +513,7 @@ class MoeContract : public OpContract {
   // routing in `dr`); the backend's ids, offsets, order and rank must be the reference's.
   void route_both(Buf& logits, bool normalize, HostRouting& want, HostRouting& got, MoeRouting& dr) {
     ref->moe_route(logits.t(), normalize, want.r);
-    dr = dev_routing(got);
+    dr = mirror->routing(got);
     be->moe_route(dev(logits), normalize, dr);
     read_routing(dr, got);
     ASSERT_EQ(got.ids, want.ids);
@@ -628,7 +605,7 @@ TEST_P(MoeContract, RouteGateUpDownCombineAndBatchInvariance) {
         std::copy_n(logits.v.begin() + t * c.experts, c.experts, l1.v.begin());
         std::copy_n(x.v.begin() + t * c.hidden, c.hidden, x1.v.begin());
         HostRouting one(1, c.experts, k);
-        MoeRouting d1 = dev_routing(one);
+        MoeRouting d1 = mirror->routing(one);
         be->moe_route(dev(l1), normalize, d1);
         read_routing(d1, one);
         for (int64_t j = 0; j < k; ++j) {
