@@ -20,9 +20,9 @@ Result<int64_t> kv_pool_blocks(const KvSizing& s) {
     if (can < s.blocks_per_seq) {
       const double mib = 1024.0 * 1024.0;
       return Error(fmt::format(
-          "--gpu-memory-utilization leaves {:.0f} MiB of device memory for the KV cache after the weights "
-          "and "
-          "buffers; one full sequence ({} tokens) needs {:.0f} MiB: raise it, or lower --kv-capacity",
+          "--gpu-memory-utilization leaves {:.0f} MiB of device memory for the KV cache "
+          "after the weights and buffers; one full sequence ({} tokens) needs {:.0f} MiB: "
+          "raise it, or lower --kv-capacity",
           double(std::max<int64_t>(0, *s.device_budget)) / mib, s.blocks_per_seq * KvCache::kBlockSize,
           double(s.ring_bytes + s.blocks_per_seq * s.block_bytes) / mib));
     }

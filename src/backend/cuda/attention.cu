@@ -50,14 +50,8 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// d += A * B with split operands: the small products first.
-__device__ __forceinline__ void mma3(float (&d)[4], const Tf32 (&a)[4], Tf32 b0, Tf32 b1) {
-  mma_tf32(d, a[0].lo, a[1].lo, a[2].lo, a[3].lo, b0.hi, b1.hi);
-  mma_tf32(d, a[0].hi, a[1].hi, a[2].hi, a[3].hi, b0.lo, b1.lo);
-  mma_tf32(d, a[0].hi, a[1].hi, a[2].hi, a[3].hi, b0.hi, b1.hi);
-}
-
-// big += A.hi * B.hi and small += the two cross products.
+// A * B with split operands: big += A.hi * B.hi and small += the two cross products, small ones first
+// (big and small may be one tile).
 __device__ __forceinline__ void mma3(float (&big)[4], float (&small)[4], const Tf32 (&a)[4], Tf32 b0,
                                      Tf32 b1) {
   mma_tf32(small, a[0].lo, a[1].lo, a[2].lo, a[3].lo, b0.hi, b1.hi);
@@ -245,7 +239,8 @@ __device__ void attend_rows(const AttnArgs& a, int64_t ts, int n_tok, int64_t h0
       for (int u = 0; u < D; ++u)
 #pragma unroll
         for (int i = 0; i < 4; ++i)
-          mma3(o[4 * u + i], pa, split(lane_of(vv[ks][0][u], i)), split(lane_of(vv[ks][1][u], i)));
+          mma3(o[4 * u + i], o[4 * u + i], pa, split(lane_of(vv[ks][0][u], i)),
+               split(lane_of(vv[ks][1][u], i)));
     }
   }
 
