@@ -134,7 +134,8 @@ class Backend {
 
   // out[i] = table[ids[i]] as float32; only the looked-up rows are dequantized.
   virtual void embed(const Tensor& table, const int32_t* ids, Tensor out) = 0;
-  // out = x / rms(x) * w per row (w has x.cols elements). out may alias x.
+  // out = x / rms(x) * w per row (w has x.cols elements). out may alias x. w is a weight, never an op's
+  // output (a backend may read it before the ops queued ahead have finished).
   virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor out) = 0;
   // x += y; out = rms_norm(x) (the residual stream and the next norm in one pass).
   virtual void add_rms_norm(Tensor x, const Tensor& y, const Tensor& w, float eps, Tensor out) = 0;

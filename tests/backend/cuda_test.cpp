@@ -192,9 +192,9 @@ TEST_F(CudaBackendTest, SingleProductGemmIsWithinF16Rounding) {
   }
 }
 
-// The default GEMVs of steps up to 64 tokens for Q4_K weights (BackendOptions::exact_gemm = false) round
-// each token's activations per 256 columns to int8 codes q = round_half_even(x * (127 / max |x|)) with the
-// scale max |x| / 127 (as llama.cpp rounds them to Q8_K blocks) and multiply them exactly: the result is
+// The default GEMVs of steps up to 64 tokens for Q4_K and Q8_0 weights (BackendOptions::exact_gemm = false)
+// round each token's activations per 256 columns to int8 codes q = round_half_even(x * (127 / max |x|)) with
+// the scale max |x| / 127 (as llama.cpp rounds them to Q8_K blocks) and multiply them exactly: the result is
 // the product of the decoded weights with those rounded activations, up to float32 accumulation (each
 // super-block's partial sum rounded a few times: well under 2^-19 of max |w| sum |x|, where one wrong
 // code would cost ~d |w|).
@@ -202,7 +202,7 @@ TEST_F(CudaBackendTest, Int8GemvMultipliesActivationsRoundedPer256Columns) {
   auto fast_be = create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = false});
   ASSERT_TRUE(fast_be.ok()) << fast_be.status().message();
   Mirror fast(*fast_be.value());
-  for (DType type : {DType::Q4_K}) {
+  for (DType type : {DType::Q4_K, DType::Q8_0}) {
     for (int64_t k : {256, 2304}) {
       const int64_t rows = 300;  // a partial 16-row block
       std::vector<uint8_t> wq = stored(type, rows, k);
@@ -360,7 +360,7 @@ TEST_F(CudaBackendTest, ExpertInt8ProductsMultiplyActivationsRoundedPer256Column
 // A token's matmul result does not depend on the rest of its step: among steps of up to
 // kGemvMaxTokens tokens (all types; float32-accurate and 8-bit-activation GEMVs alike), and among
 // batched steps of kGemvMaxTokens + 1 .. kKquantMaxTokens tokens (Q4_K, Q6_K, Q8_0; the two ranges use
-// different kernels, except Q4_K with 8-bit activations: one kernel for all).
+// different kernels, except Q4_K and Q8_0 with 8-bit activations: one kernel for all).
 TEST_F(CudaBackendTest, SmallStepMatmulIsBatchInvariant) {
   auto fast_be = create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = false});
   ASSERT_TRUE(fast_be.ok()) << fast_be.status().message();
@@ -388,7 +388,7 @@ TEST_F(CudaBackendTest, SmallStepMatmulIsBatchInvariant) {
           alone.insert(alone.end(), r.begin(), r.end());
         }
         const std::vector<float> all = kquant ? run(0, max_n) : std::vector<float>();
-        if (!exact && type == DType::Q4_K) {  // one 8-bit-activation GEMV for 1 .. 64 tokens
+        if (!exact && (type == DType::Q4_K || type == DType::Q8_0)) {  // one 8-bit GEMV for 1 .. 64 tokens
           EXPECT_EQ(std::vector<float>(all.begin(), all.begin() + kGemvMaxTokens * rows), alone)
               << dtype_name(type) << " k=" << k << ": tokens alone and in a step of " << max_n;
         }

@@ -5,7 +5,9 @@
 // them on tensor cores (mma.sync m16n8k32, s8 x s8 -> s32: exact). A Q4_K code is then one AND (and a
 // shift) per four codes, where the exact kernel spends a byte permute and a half multiply per two codes
 // and two MMAs (hi + lo activation halves) per k step: ~0.2 instructions a weight byte, which made it
-// instruction-bound at ~40 % of HBM bandwidth (Nsight Compute, H200).
+// instruction-bound at ~40 % of HBM bandwidth (Nsight Compute, H200). A Q8_0 block is one integer MMA
+// where the exact kernel spends four f16 MMAs and the code conversions: its decode step's weight products
+// went from 49 to 59 % of HBM bandwidth (8B shape, H200).
 //
 // Each token's result is formed by the same operations in the same order whatever the number of
 // tokens (steps of more than 8 run as tiles of 8), so these GEMVs are batch invariant among steps of up
@@ -259,6 +261,117 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   reduce_store(red, acc, row0, w, nt, y);
 }
 
+// ---- Q8_0, weights streamed through shared memory (gemv.cuh) ----
+//
+// Block b of a step is one m16n8k32 MMA: lane (g, c) holds codes 4c .. 4c + 3 and 16 + 4c .. + 3 of rows g
+// and g + 8 (the k slots of those columns, so the fragment words are conflict-free in the padded stage),
+// and the same columns of its token. The integer result (|sum| <= 32 * 128 * 127 < 2^22) becomes a float
+// by the exponent trick (two full-rate instructions; the conversion instruction runs at a quarter rate)
+// and is scaled by the rows' block scales; a step's sum, in units of the token's scale, is then scaled by
+// it. Up to 4 tokens each warp rounds its step's activations of the NT tokens into its shared memory;
+// NT = 8 reads the quantize pass's records, and a block computes kTiles tiles of 8 tokens (steps of more
+// than 8), each weight fragment read from shared memory once for all of them. A tile's arithmetic is the
+// same whatever the other tiles of its block, so the tiling does not change a token's bits.
+template <int NT, int kTileCount>
+struct Q8_0Int8Step {
+  static constexpr bool kPre = NT == 8;
+  static constexpr int kTiles = kTileCount;
+  static_assert(kPre || kTiles == 1);
+  static constexpr size_t kXBytes = kPre ? 0 : NT * kTokBytes + 16;  // codes, then the NT scales
+  CFMat x;                                                           // the block's tokens
+  const unsigned char* pre;  // the record of its first token's first step (kPre)
+  int64_t stride;            // bytes from a token's records to the next token's
+  __device__ void stage(int64_t st, unsigned char* xs) const {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      if (t >= x.rows) break;
+      const float d = stage_q8(x.p + t * x.ld + 256 * st, lane, xs + t * kTokBytes);
+      if (lane == 0) reinterpret_cast<float*>(xs + NT * kTokBytes)[t] = d;
+    }
+  }
+  __device__ __forceinline__ void operator()(float (&acc)[kTiles][4], const unsigned char* a,
+                                             const unsigned char* b, const float*, bool, int64_t st,
+                                             const unsigned char* xs) const {
+    const int c = threadIdx.x & 3, g = (threadIdx.x & 31) >> 2, nt = static_cast<int>(x.rows);
+    // The step's weight fragments and block scales, for all tiles.
+    uint32_t aw[8][4];
+    float dw[8][2];
+#pragma unroll
+    for (int blk = 0; blk < 8; ++blk) {
+      const unsigned char* pa = a + blk * sizeof(BlockQ8_0);
+      const unsigned char* pb = b + blk * sizeof(BlockQ8_0);
+      const bool odd = blk & 1;
+      aw[blk][0] = q8_0_word(pa + 2 + 4 * c, odd), aw[blk][2] = q8_0_word(pa + 18 + 4 * c, odd);
+      aw[blk][1] = q8_0_word(pb + 2 + 4 * c, odd), aw[blk][3] = q8_0_word(pb + 18 + 4 * c, odd);
+      dw[blk][0] = half_bits_to_float(*reinterpret_cast<const uint16_t*>(pa));
+      dw[blk][1] = half_bits_to_float(*reinterpret_cast<const uint16_t*>(pb));
+    }
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j) {
+      if (j > 0 && 8 * j >= nt) break;
+      // The lane's B-fragment token and the tokens of its tile columns 2c, 2c + 1 (lane groups past the
+      // last token read the last token; their results are never stored).
+      const int last = min(8, nt - 8 * j) - 1;
+      const int tg = min(g, last), t0 = min(2 * c, last), t1 = min(2 * c + 1, last);
+      const unsigned char* tok;
+      float xd[2];
+      if constexpr (kPre) {
+        const unsigned char* r = pre + 8 * j * stride + st * kRecBytes;
+        tok = r + tg * stride;
+        xd[0] = __ldg(reinterpret_cast<const float*>(r + t0 * stride + kDAt));
+        xd[1] = __ldg(reinterpret_cast<const float*>(r + t1 * stride + kDAt));
+      } else {
+        tok = xs + tg * kTokBytes;
+        const float* d = reinterpret_cast<const float*>(xs + NT * kTokBytes);
+        xd[0] = d[t0];
+        xd[1] = d[t1];
+      }
+      uint32_t bw[8][2];
+#pragma unroll
+      for (int blk = 0; blk < 8; ++blk) {
+        const unsigned char* p = tok + 32 * blk + 4 * c;
+        if constexpr (kPre) {
+          bw[blk][0] = __ldg(reinterpret_cast<const uint32_t*>(p));
+          bw[blk][1] = __ldg(reinterpret_cast<const uint32_t*>(p + 16));
+        } else {
+          bw[blk][0] = *reinterpret_cast<const uint32_t*>(p);
+          bw[blk][1] = *reinterpret_cast<const uint32_t*>(p + 16);
+        }
+      }
+      float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int blk = 0; blk < 8; ++blk) {
+        int d[4] = {0, 0, 0, 0};
+        mma_s8(d, aw[blk][0], aw[blk][1], aw[blk][2], aw[blk][3], bw[blk][0], bw[blk][1]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float f = __fsub_rn(__int_as_float(d[i] + 0x4B400000), 12582912.0f);  // 1.5 * 2^23
+          v[i] = __fmaf_rn(dw[blk][i >> 1], f, v[i]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[j][i] = __fmaf_rn(xd[i & 1], v[i], acc[j][i]);
+    }
+  }
+};
+
+// Block b computes row block b / groups for tokens 8 kTiles (b % groups) .. (a group of up to kTiles
+// tiles); the groups of a row block are neighbouring blocks, so its weights come from L2 after the first.
+template <int NT, int kTiles>
+__global__ void __launch_bounds__(kGemvWarps * 32, kTiles > 1 ? 2 : 3)
+    q8_0_int8_kernel(Group group, CFMat x_all, unsigned groups, const unsigned char* pre) {
+  const int64_t first = int64_t{8} * kTiles * (blockIdx.x % groups);
+  const CFMat x{x_all.p + first * x_all.ld, min(int64_t{8} * kTiles, x_all.rows - first), x_all.cols,
+                x_all.ld};
+  const int64_t stride = (x.cols / 256) * kRecBytes;
+  staged_gemv<Q8_0Layout>(group, blockIdx.x / groups, x, first,
+                          Q8_0Int8Step<NT, kTiles>{x, pre + first * stride, stride});
+}
+
+// Tiles of 8 tokens a block for steps of more than 8 tokens.
+constexpr int kQ8_0Tiles = 4;
+
 // ---- Mixture of experts ----
 // Expert e's grouped pairs offsets[e] .. offsets[e + 1] - 1 run as tiles of up to 8 pairs, as the tiles
 // of a batched step above; a tile's pairs are the token columns of its MMAs, so a pair's result does not
@@ -399,9 +512,9 @@ cudaError_t expert_int8_gemv(cudaStream_t s, const EMat& w, const EMat* up, CFMa
 }
 
 bool int8_gemv_applies(const WMat& w, CFMat x) {
-  // 16-byte activation runs and weight-row heads, 256-column super-blocks.
-  return w.type == DType::Q4_K && x.rows <= kKquantMaxTokens && x.ld % 4 == 0 && aligned16(x.p) &&
-         aligned16(w.p) && w.row_bytes % 16 == 0 && w.cols % 256 == 0;
+  // 16-byte activation runs and weight-row heads (Q4_K) or copies (Q8_0), 256-column super-blocks.
+  return (w.type == DType::Q4_K || w.type == DType::Q8_0) && x.rows <= kKquantMaxTokens && x.ld % 4 == 0 &&
+         aligned16(x.p) && aligned16(w.p) && w.row_bytes % 16 == 0 && w.cols % 256 == 0;
 }
 
 size_t int8_gemv_scratch_bytes(CFMat x) {
@@ -415,9 +528,42 @@ cudaError_t int8_gemv_quantize(cudaStream_t s, CFMat x, void* scratch) {
                 kGemvWarps * 32, 0, s, x, static_cast<unsigned char*>(scratch));
 }
 
+cudaError_t init_int8_gemv() {
+  for (cudaError_t e :
+       {allow_staged_smem<Q8_0Layout, Q8_0Int8Step<1, 1>>(q8_0_int8_kernel<1, 1>),
+        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<2, 1>>(q8_0_int8_kernel<2, 1>),
+        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<4, 1>>(q8_0_int8_kernel<4, 1>),
+        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, 1>>(q8_0_int8_kernel<8, 1>),
+        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, kQ8_0Tiles>>(q8_0_int8_kernel<8, kQ8_0Tiles>)})
+    if (e != cudaSuccess) return e;
+  return cudaSuccess;
+}
+
 cudaError_t int8_gemv(cudaStream_t s, DType t, int nt, unsigned blocks, const Group& group, CFMat x,
                       void* scratch) {
   const unsigned threads = kGemvWarps * 32;
+  const auto* pre = static_cast<const unsigned char*>(scratch);
+  const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);
+  if (t == DType::Q8_0) {
+    const auto run = [&](auto n, auto k) {
+      constexpr int NT = decltype(n)::value, kTiles = decltype(k)::value;
+      const unsigned groups = (tiles + kTiles - 1) / kTiles;
+      return launch(q8_0_int8_kernel<NT, kTiles>, blocks * groups, threads,
+                    staged_smem<Q8_0Layout, Q8_0Int8Step<NT, kTiles>>(), s, group, x, groups, pre);
+    };
+    using One = std::integral_constant<int, 1>;
+    switch (nt) {
+      case 1:
+        return run(One{}, One{});
+      case 2:
+        return run(std::integral_constant<int, 2>{}, One{});
+      case 4:
+        return run(std::integral_constant<int, 4>{}, One{});
+      default:
+        return tiles == 1 ? run(std::integral_constant<int, 8>{}, One{})
+                          : run(std::integral_constant<int, 8>{}, std::integral_constant<int, kQ8_0Tiles>{});
+    }
+  }
   const auto run = [&](auto kind) -> cudaError_t {
     using K = decltype(kind);
     switch (nt) {
@@ -427,11 +573,8 @@ cudaError_t int8_gemv(cudaStream_t s, DType t, int nt, unsigned blocks, const Gr
         return launch(int8_gemv_kernel<K, 2>, blocks, threads, 0, s, group, x, 1u, nullptr);
       case 4:
         return launch(int8_gemv_kernel<K, 4>, blocks, threads, 0, s, group, x, 1u, nullptr);
-      default: {
-        const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);
-        return launch(int8_gemv_kernel<K, 8>, blocks * tiles, threads, 0, s, group, x, tiles,
-                      static_cast<const unsigned char*>(scratch));
-      }
+      default:
+        return launch(int8_gemv_kernel<K, 8>, blocks * tiles, threads, 0, s, group, x, tiles, pre);
     }
   };
   return t == DType::Q4_K ? run(Q4KInt8{}) : cudaErrorInvalidValue;

@@ -29,118 +29,11 @@ namespace ferrum::cuda {
 
 namespace {
 
-// ---- Tensor-core GEMVs with weights streamed through shared memory (Q8_0, F16, BF16) ----
-//
-// A block of 8 warps computes 16 rows. Iteration i covers the steps 8i .. 8i + 7 (256 columns for Q8_0, 64
-// for F16/BF16): warp w takes step 8i + w of all 16 rows, and the warps' partial sums are added in a fixed
-// order at the end. The weight bytes of an iteration (a "stage": 16 rows x 8 steps) are copied into shared
-// memory with cp.async, some iterations ahead, the first ones before the kernel waits for its predecessor
-// (weights are never written by kernels). Loading the weights into registers (a step per warp in flight)
-// reached 32 % of HBM bandwidth for Q8_0, whose 2-byte-aligned blocks also took a load per 16-bit half;
-// staged, 50 % (8B-shape decode step, H200).
-
-// Shared-memory layout of a stage for steps of kStepCols columns, kStepBytes per row: rows kRowStride
-// apart, padded so that the lanes of a fragment load (4-byte words or 16-byte runs, per type) hit
-// different banks.
-template <int kStepCols, int kStepBytes, int kPad, int kStageCount>
-struct StageLayout {
-  static constexpr int kStages = kStageCount;
-  static constexpr int kCols = kStepCols;
-  static constexpr int kBytes = kStepBytes;
-  static constexpr int kRowStride = kGemvWarps * kStepBytes + kPad;
-  static constexpr int kStageBytes = 16 * kRowStride;
-  static constexpr int kChunks = kGemvWarps * kStepBytes / 16;  // 16-byte copies per row
-  static constexpr size_t kRedBytes = sizeof(float) * kGemvWarps * 32 * 4;
-  // Stages, then (with activations staged per warp: kXTokens > 0) each warp's tokens, then the reduction.
-  __host__ __device__ static constexpr size_t smem_bytes(int x_tokens) {
-    return size_t{kStageCount} * kStageBytes + sizeof(__half) * kGemvWarps * x_tokens * kTokenHalves +
-           kRedBytes;
-  }
-};
-
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-// Waits until at most kPending of this thread's copy groups are still in flight.
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-}
-
-// Starts copying steps step0 .. step0 + 7 (those that exist) of rows row0 .. row0 + 15 into `stage`, as
-// one copy group (empty past the last step, so every thread commits the same number of groups).
-template <class L>
-__device__ __forceinline__ void issue_stage(unsigned char* stage, const WMat& w, int64_t row0, int64_t step0,
-                                            int64_t n_steps) {
-  const int64_t steps = min(int64_t{kGemvWarps}, n_steps - step0);
-  if (steps > 0) {
-    const int chunks = static_cast<int>(steps) * L::kBytes / 16;
-    for (int i = threadIdx.x; i < 16 * L::kChunks; i += kGemvWarps * 32) {
-      const int r = i / L::kChunks, ch = i - r * L::kChunks;
-      if (ch >= chunks) continue;
-      const int64_t row = min(row0 + r, w.rows - 1);
-      cp_async16(stage + r * L::kRowStride + 16 * ch, w.p + row * w.row_bytes + step0 * L::kBytes + 16 * ch);
-    }
-  }
-  cp_async_commit();
-}
+// ---- Tensor-core GEMVs with weights streamed through shared memory (Q8_0, F16, BF16; gemv.cuh) ----
 
 // Four activations of the lane's token (zeros for a lane past the last token).
 __device__ __forceinline__ float4 x_quad(const float* p, bool live) {
   return live ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-}
-
-// The loop shared by the staged GEMVs. With Step::kStageX (256-column steps) each warp first stages its
-// step's activations of the NT tokens as f16 hi + lo halves (mma.cuh's layout), once for the 8 lane groups
-// that share them; otherwise each lane converts its own token's. step(acc, a, b, x, tok, live) adds one
-// step of rows g (bytes at a) and g + 8 (at b) times the activations of the lane's token (x: the step's
-// first column in global memory; tok: the staged token) to the lane's tile.
-template <class L, class Step, int NT>
-__device__ __forceinline__ void staged_gemv(const Group& group, CFMat x, Step step) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int kXTokens = Step::kStageX ? NT : 0;
-  constexpr int kStages = L::kStages;
-  __half* staged = reinterpret_cast<__half*>(smem + kStages * L::kStageBytes);
-  float* red = reinterpret_cast<float*>(smem + L::smem_bytes(kXTokens) - L::kRedBytes);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
-  int64_t row0;
-  const int mi = block_rows(group, 16, blockIdx.x, &row0);
-  const WMat w = group.w[mi];
-  const int64_t n_steps = w.cols / L::kCols;
-#pragma unroll
-  for (int s = 0; s < kStages; ++s)
-    issue_stage<L>(smem + s * L::kStageBytes, w, row0, kGemvWarps * s, n_steps);
-  wait_for_inputs();
-  const int nt = static_cast<int>(x.rows);
-  const bool live = g < nt;  // lane group g carries token g
-  const float* xt = x.p + (live ? g : 0) * x.ld;
-  __half* sm = staged + warp * kXTokens * kTokenHalves;
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  const int64_t n_iter = (n_steps + kGemvWarps - 1) / kGemvWarps;
-  for (int64_t it = 0; it < n_iter; ++it) {
-    unsigned char* stage = smem + (it % kStages) * L::kStageBytes;
-    const int64_t st = kGemvWarps * it + warp;
-    if constexpr (Step::kStageX) {
-      if (st < n_steps) {
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          if (t >= nt) break;
-          stage_token<false>(x.p + t * x.ld + L::kCols * st, lane, sm + t * kTokenHalves);
-        }
-      }
-    }
-    cp_async_wait<kStages - 1>();
-    __syncthreads();  // every thread's copies of this stage have landed (and the warps' staged tokens)
-    if (st < n_steps) {
-      const unsigned char* a = stage + g * L::kRowStride + warp * L::kBytes;
-      step(acc, a, a + 8 * L::kRowStride, xt + L::kCols * st, sm + g * kTokenHalves, live);
-    }
-    __syncthreads();  // every warp is done with the stage (and its tokens) before they are refilled
-    issue_stage<L>(stage, w, row0, kGemvWarps * (it + kStages), n_steps);
-  }
-  reduce_store(red, acc, row0, w, nt, group.y[mi]);
 }
 
 // Q8_0 step (eight 34-byte blocks per row). In block b, lane (g, c) takes quant bytes 4c .. 4c + 3 (k half
@@ -148,19 +41,29 @@ __device__ __forceinline__ void staged_gemv(const Group& group, CFMat x, Step st
 // (2, 3) slots (2c + 8, 2c + 9), and the B fragment is the same four columns of the lane's token. A code q
 // is exact in f16: q + 128 (the byte XOR 0x80) under the exponent byte 0x64 is 1024 + q + 128, and one
 // half subtraction leaves q. Each block's four MMAs (two k halves, hi and lo activations) accumulate into a
-// fresh tile that is scaled by the rows' block scales. Blocks are 2-byte aligned in shared memory, so the
-// quant words of even blocks are read as two halves.
-template <bool kStaged>
+// fresh tile that is scaled by the rows' block scales. With kStaged (up to 4 tokens) each warp first
+// stages its step's activations of the NT tokens as f16 hi + lo halves (mma.cuh's layout), once for the 8
+// lane groups that share them; otherwise each lane converts its own token's.
+template <bool kStaged, int NT>
 struct Q8_0GemvStep {
-  __device__ __forceinline__ static uint32_t word(const unsigned char* p, bool aligned4) {
-    if (aligned4) return *reinterpret_cast<const uint32_t*>(p);
-    const auto* h = reinterpret_cast<const uint16_t*>(p);
-    return uint32_t{h[0]} | (uint32_t{h[1]} << 16);
+  static constexpr int kTiles = 1;
+  static constexpr size_t kXBytes = kStaged ? sizeof(__half) * NT * kTokenHalves : 0;
+  CFMat x;
+  __device__ void stage(int64_t st, unsigned char* xs) const {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      if (t >= x.rows) break;
+      stage_token<false>(x.p + t * x.ld + Q8_0Layout::kCols * st, lane,
+                         reinterpret_cast<__half*>(xs) + t * kTokenHalves);
+    }
   }
-  static constexpr bool kStageX = kStaged;
-  __device__ __forceinline__ void operator()(float (&acc)[4], const unsigned char* a, const unsigned char* b,
-                                             const float* x, const __half* tok, bool live) const {
-    const int c = threadIdx.x & 3;
+  __device__ __forceinline__ void operator()(float (&tiles)[1][4], const unsigned char* a,
+                                             const unsigned char* b, const float* xt, bool live, int64_t,
+                                             const unsigned char* xs) const {
+    float(&acc)[4] = tiles[0];
+    const int c = threadIdx.x & 3, g = (threadIdx.x & 31) >> 2;
+    const __half* staged = reinterpret_cast<const __half*>(xs) + g * kTokenHalves;
 #pragma unroll
     for (int blk = 0; blk < 8; ++blk) {
       const unsigned char* pa = a + blk * sizeof(BlockQ8_0);
@@ -171,15 +74,16 @@ struct Q8_0GemvStep {
         const int col = 32 * blk + 16 * h + 4 * c;
         XFrag f;
         if constexpr (kStaged) {
-          const __half* p = tok + kGroupHalves * (col >> 6) + (col & 63);
+          const __half* p = staged + kGroupHalves * (col >> 6) + (col & 63);
           const uint2 xh = live ? *reinterpret_cast<const uint2*>(p) : make_uint2(0, 0);
           const uint2 xl = live ? *reinterpret_cast<const uint2*>(p + kPartHalves) : make_uint2(0, 0);
           f = XFrag{{xh.x, xh.y}, {xl.x, xl.y}};
         } else {
-          f = x_frag(x_quad(x + col, live));
+          f = x_frag(x_quad(xt + col, live));
         }
         const int at = 2 + 16 * h + 4 * c;
-        const uint32_t qa = word(pa + at, blk & 1) ^ 0x80808080u, qb = word(pb + at, blk & 1) ^ 0x80808080u;
+        const uint32_t qa = q8_0_word(pa + at, blk & 1) ^ 0x80808080u,
+                       qb = q8_0_word(pb + at, blk & 1) ^ 0x80808080u;
         const uint32_t a0 = biased_pair(qa, 0x4140, kQ8_0Bias), a2 = biased_pair(qa, 0x4342, kQ8_0Bias);
         const uint32_t a1 = biased_pair(qb, 0x4140, kQ8_0Bias), a3 = biased_pair(qb, 0x4342, kQ8_0Bias);
         mma_f16(tile, a0, a1, a2, a3, f.hi[0], f.hi[1]);
@@ -200,9 +104,13 @@ struct Q8_0GemvStep {
 // the cuBLAS path splits them).
 template <bool kBf16>
 struct Float16GemvStep {
-  static constexpr bool kStageX = false;
-  __device__ __forceinline__ void operator()(float (&acc)[4], const unsigned char* a, const unsigned char* b,
-                                             const float* x, const __half*, bool live) const {
+  static constexpr int kTiles = 1;
+  static constexpr size_t kXBytes = 0;
+  __device__ void stage(int64_t, unsigned char*) const {}
+  __device__ __forceinline__ void operator()(float (&tiles)[1][4], const unsigned char* a,
+                                             const unsigned char* b, const float* x, bool live, int64_t,
+                                             const unsigned char*) const {
+    float(&acc)[4] = tiles[0];
     const int c = threadIdx.x & 3;
 #pragma unroll
     for (int p = 0; p < 2; ++p) {
@@ -226,23 +134,16 @@ struct Float16GemvStep {
   }
 };
 
-// Stage layouts. Q8_0's 16-byte pad puts the rows of a fragment 4 banks apart (its lanes read 4-byte
-// words); F16 lanes read 16-byte runs 16 bytes apart, so their rows are 64 bytes apart. Stage counts as
-// measured best: a third Q8_0 stage costs a resident block per SM (3 stages for F16/BF16: 18 % faster
-// than 2; 4: slower).
-using Q8_0Layout = StageLayout<256, 8 * sizeof(BlockQ8_0), 16, 2>;
-using Float16Layout = StageLayout<64, 128, 64, 3>;
-
 // With more than 4 tokens every lane group carries a token, and converting its own activations costs less
 // than staging (whose shared memory would halve the blocks an SM holds).
 template <int NT>
 __global__ void __launch_bounds__(kGemvWarps * 32) q8_0_gemv_kernel(Group group, CFMat x) {
-  staged_gemv<Q8_0Layout, Q8_0GemvStep<(NT <= 4)>, NT>(group, x, Q8_0GemvStep<(NT <= 4)>{});
+  staged_gemv<Q8_0Layout>(group, blockIdx.x, x, 0, Q8_0GemvStep<(NT <= 4), NT>{x});
 }
 
 template <bool kBf16>
 __global__ void __launch_bounds__(kGemvWarps * 32) float16_gemv_kernel(Group group, CFMat x) {
-  staged_gemv<Float16Layout, Float16GemvStep<kBf16>, 1>(group, x, Float16GemvStep<kBf16>{});
+  staged_gemv<Float16Layout>(group, blockIdx.x, x, 0, Float16GemvStep<kBf16>{});
 }
 
 // ---- Q4_K on tensor cores ----
@@ -458,17 +359,14 @@ __global__ void __launch_bounds__(128, 4) q6k_rows_kernel(Group group, CFMat x) 
   }
 }
 
-template <class L>
-cudaError_t allow_staged_smem(void (*kernel)(Group, CFMat), int x_tokens) {
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(L::smem_bytes(x_tokens)));
-}
+template <int NT>
+using Q8_0Exact = Q8_0GemvStep<(NT <= 4), NT>;
 
 template <int NT>
 cudaError_t allow_kquant_smem() {
   const cudaError_t e = cudaFuncSetAttribute(q4k_mma_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(q4k_smem_bytes<NT>()));
-  return e != cudaSuccess ? e : allow_staged_smem<Q8_0Layout>(q8_0_gemv_kernel<NT>, NT);
+  return e != cudaSuccess ? e : allow_staged_smem<Q8_0Layout, Q8_0Exact<NT>>(q8_0_gemv_kernel<NT>);
 }
 
 }  // namespace
@@ -516,8 +414,8 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
       }
       if (group.n == 0 || e != cudaSuccess) continue;
       const unsigned threads = kGemvWarps * 32;
-      // The caller checked each matrix, and for Q4_K kquant_gemv_applies asks of the weights what
-      // int8_gemv_applies asks, so the first matrix decides for its type.
+      // The caller checked each matrix, and for Q4_K and Q8_0 kquant_gemv_applies asks of the weights
+      // what int8_gemv_applies asks, so the first matrix decides for its type.
       if (int8_acts && int8_gemv_applies(group.w[0], x)) {
         if (!quantized) e = int8_gemv_quantize(s, x, scratch);
         quantized = true;
@@ -533,13 +431,16 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
           e = launch(q4k_mma_kernel<NT>, blocks, threads, q4k_smem_bytes<NT>(), s, group, x);
           break;
         case DType::Q8_0:
-          e = launch(q8_0_gemv_kernel<NT>, blocks, threads, Q8_0Layout::smem_bytes(NT), s, group, x);
+          e = launch(q8_0_gemv_kernel<NT>, blocks, threads, staged_smem<Q8_0Layout, Q8_0Exact<NT>>(), s,
+                     group, x);
           break;
         case DType::F16:
-          e = launch(float16_gemv_kernel<false>, blocks, threads, Float16Layout::smem_bytes(0), s, group, x);
+          e = launch(float16_gemv_kernel<false>, blocks, threads,
+                     staged_smem<Float16Layout, Float16GemvStep<false>>(), s, group, x);
           break;
         case DType::BF16:
-          e = launch(float16_gemv_kernel<true>, blocks, threads, Float16Layout::smem_bytes(0), s, group, x);
+          e = launch(float16_gemv_kernel<true>, blocks, threads,
+                     staged_smem<Float16Layout, Float16GemvStep<true>>(), s, group, x);
           break;
         default:
           e = launch(q6k_rows_kernel<NT>, blocks, 128, 0, s, group, x);
@@ -552,8 +453,8 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
 cudaError_t init_kquant_gemv() {
   for (cudaError_t e :
        {allow_kquant_smem<1>(), allow_kquant_smem<2>(), allow_kquant_smem<4>(), allow_kquant_smem<8>(),
-        allow_staged_smem<Float16Layout>(float16_gemv_kernel<false>, 0),
-        allow_staged_smem<Float16Layout>(float16_gemv_kernel<true>, 0)})
+        allow_staged_smem<Float16Layout, Float16GemvStep<false>>(float16_gemv_kernel<false>),
+        allow_staged_smem<Float16Layout, Float16GemvStep<true>>(float16_gemv_kernel<true>), init_int8_gemv()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }

@@ -34,8 +34,9 @@ struct WMat {
 // arithmetic does not depend on the token count.
 constexpr int64_t kGemvMaxTokens = 8;
 // Q4_K, Q6_K and Q8_0 steps of kGemvMaxTokens + 1 up to this many tokens run on the batched tensor-core
-// kernels (batch_kquant.cu), batch invariant among such steps; larger steps (and other types above
-// kGemvMaxTokens) use cuBLAS.
+// kernels (batch_kquant.cu), batch invariant among such steps, or, for Q4_K and Q8_0 with 8-bit
+// activations, on the GEMVs of gemv_int8.cu; larger steps (and other types above kGemvMaxTokens) use
+// cuBLAS.
 constexpr int64_t kKquantMaxTokens = 64;
 
 bool weight_type_supported(DType t);
