@@ -543,41 +543,27 @@ cudaError_t int8_gemv(cudaStream_t s, DType t, int nt, unsigned blocks, const Gr
                       void* scratch) {
   const unsigned threads = kGemvWarps * 32;
   const auto* pre = static_cast<const unsigned char*>(scratch);
-  const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);
-  if (t == DType::Q8_0) {
-    const auto run = [&](auto n, auto k) {
-      constexpr int NT = decltype(n)::value, kTiles = decltype(k)::value;
-      const unsigned groups = (tiles + kTiles - 1) / kTiles;
-      return launch(q8_0_int8_kernel<NT, kTiles>, blocks * groups, threads,
-                    staged_smem<Q8_0Layout, Q8_0Int8Step<NT, kTiles>>(), s, group, x, groups, pre);
-    };
-    using One = std::integral_constant<int, 1>;
-    switch (nt) {
-      case 1:
-        return run(One{}, One{});
-      case 2:
-        return run(std::integral_constant<int, 2>{}, One{});
-      case 4:
-        return run(std::integral_constant<int, 4>{}, One{});
-      default:
-        return tiles == 1 ? run(std::integral_constant<int, 8>{}, One{})
-                          : run(std::integral_constant<int, 8>{}, std::integral_constant<int, kQ8_0Tiles>{});
+  const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);  // 1 up to 8 tokens
+  cudaError_t e = cudaErrorInvalidValue;
+  launch_by_tokens(nt, [&](auto n) {
+    constexpr int NT = decltype(n)::value;
+    if (t == DType::Q4_K) {
+      e = launch(int8_gemv_kernel<Q4KInt8, NT>, blocks * tiles, threads, 0, s, group, x, tiles, pre);
+    } else if (t == DType::Q8_0) {
+      const auto q8_0 = [&](auto k) {
+        constexpr int kTiles = decltype(k)::value;
+        const unsigned groups = (tiles + kTiles - 1) / kTiles;
+        return launch(q8_0_int8_kernel<NT, kTiles>, blocks * groups, threads,
+                      staged_smem<Q8_0Layout, Q8_0Int8Step<NT, kTiles>>(), s, group, x, groups, pre);
+      };
+      using One = std::integral_constant<int, 1>;
+      if constexpr (NT == 8)
+        e = tiles > 1 ? q8_0(std::integral_constant<int, kQ8_0Tiles>{}) : q8_0(One{});
+      else
+        e = q8_0(One{});
     }
-  }
-  const auto run = [&](auto kind) -> cudaError_t {
-    using K = decltype(kind);
-    switch (nt) {
-      case 1:
-        return launch(int8_gemv_kernel<K, 1>, blocks, threads, 0, s, group, x, 1u, nullptr);
-      case 2:
-        return launch(int8_gemv_kernel<K, 2>, blocks, threads, 0, s, group, x, 1u, nullptr);
-      case 4:
-        return launch(int8_gemv_kernel<K, 4>, blocks, threads, 0, s, group, x, 1u, nullptr);
-      default:
-        return launch(int8_gemv_kernel<K, 8>, blocks * tiles, threads, 0, s, group, x, tiles, pre);
-    }
-  };
-  return t == DType::Q4_K ? run(Q4KInt8{}) : cudaErrorInvalidValue;
+  });
+  return e;
 }
 
 }  // namespace ferrum::cuda

@@ -137,8 +137,11 @@ struct Float16GemvStep {
 // With more than 4 tokens every lane group carries a token, and converting its own activations costs less
 // than staging (whose shared memory would halve the blocks an SM holds).
 template <int NT>
+using Q8_0Exact = Q8_0GemvStep<(NT <= 4), NT>;
+
+template <int NT>
 __global__ void __launch_bounds__(kGemvWarps * 32) q8_0_gemv_kernel(Group group, CFMat x) {
-  staged_gemv<Q8_0Layout>(group, blockIdx.x, x, 0, Q8_0GemvStep<(NT <= 4), NT>{x});
+  staged_gemv<Q8_0Layout>(group, blockIdx.x, x, 0, Q8_0Exact<NT>{x});
 }
 
 template <bool kBf16>
@@ -358,9 +361,6 @@ __global__ void __launch_bounds__(128, 4) q6k_rows_kernel(Group group, CFMat x) 
       y.p[t * y.ld + row0 + r] = (red[0][tid] + red[1][tid]) + (red[2][tid] + red[3][tid]);
   }
 }
-
-template <int NT>
-using Q8_0Exact = Q8_0GemvStep<(NT <= 4), NT>;
 
 template <int NT>
 cudaError_t allow_kquant_smem() {
