@@ -13,7 +13,8 @@
 #   run: bash bench/cuda/compare_llamacpp.sh   carry: [".devdeps", ".devllama"]
 # The script can be run again on the same machine: built binaries and models are reused. The default
 # set takes ~45 GB of disk in $MODELS (the 8B model in BF16, Q8_0 and Q4_K_M; 8 Qwen3-30B-A3B layers).
-# MODEL_SET overrides the list of NAME:TYPE pairs; BATCHED_MODEL the batched-decoding model.
+# MODEL_SET overrides the list of NAME:TYPE pairs; BATCHED_MODEL the batched-decoding model; DEPTHS (e.g.
+# 0,4096,16384) the tokens already in the cache before pp and tg (llama-bench -d; default 0).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -83,9 +84,9 @@ for spec in $SET; do
   [ -f "$m" ] || continue
   base=$(basename "$m" .gguf)
   stage "llama-bench_$base" 240 "$OUT/llama-bench_$base.log" "$LLAMA/llama-bench" -m "$m" -ngl 99 -p 512 -n 128 \
-    -r "$REPS" -o md && grep -E "^\| .*(pp512|tg128)" "$OUT/llama-bench_$base.log" | sed 's/$/ llama.cpp/' | tee -a "$SUMMARY"
+    -d "${DEPTHS:-0}" -r "$REPS" -o md && grep -E "^\| .*(pp512|tg128)" "$OUT/llama-bench_$base.log" | sed 's/$/ llama.cpp/' | tee -a "$SUMMARY"
   stage "ferrum_$base" 240 "$OUT/ferrum_$base.log" "$FERRUM" bench -m "$m" --backend "$BACKEND" -p 512 -n 128 \
-    -r "$REPS" && grep -E "^\| .*(pp512|tg128)" "$OUT/ferrum_$base.log" | sed 's/$/ ferrum/' | tee -a "$SUMMARY"
+    -d "${DEPTHS:-0}" -r "$REPS" && grep -E "^\| .*(pp512|tg128)" "$OUT/ferrum_$base.log" | sed 's/$/ ferrum/' | tee -a "$SUMMARY"
   if [ "$spec" = "$BATCHED" ]; then
     stage "llama-batched-bench_$base" 300 "$OUT/llama-batched-bench_$base.log" "$LLAMA/llama-batched-bench" -m "$m" \
       -ngl 99 -c 32768 -npp 256 -ntg 128 -npl 1,8,32,64 &&

@@ -462,6 +462,69 @@ TEST_P(OpContract, PagedAttentionDecodeBatchEqualsEachSequenceAlone) {
   }
 }
 
+// Sequences of up to 2000 keys, across the CUDA kernel's 512-key chunks (kAttnChunkKeys): a decode step of
+// 20 sequences and a prefill step of a long sequence's last 70 tokens, each row as the reference computes
+// it and bit for bit what the same token gives alone (a step of one token spreads its chunks over several
+// blocks on CUDA; the 20-sequence step of 8 kv heads and the prefill step take them in one block).
+TEST_P(OpContract, PagedAttentionOverLongSequences) {
+  const int32_t kLong[] = {513, 1024, 1537, 2000};
+  for (AttnShape s : {AttnShape{16, 8, 128}, AttnShape{8, 2, 64}, AttnShape{4, 1, 256}}) {
+    for (int64_t window : {int64_t{0}, int64_t{600}}) {
+      const int64_t bs = 16, max_blocks = 128, kvd = s.kv_heads * s.hd;
+      // Decode rows: sequences 0-19 at their last position. Prefill rows: sequence 20's positions
+      // 1230-1299.
+      std::vector<int32_t> positions, kv_end, seq_index, tables(size_t(21 * max_blocks), 0);
+      int32_t next_block = 0;
+      for (int32_t i = 0; i < 21; ++i) {
+        const int32_t len = i == 20 ? 1300 : i % 5 == 0 ? kLong[i / 5] : 1 + (i * 97 + 40) % 300;
+        for (int32_t b = 0; b < (len + bs - 1) / bs; ++b) tables[size_t(i * max_blocks + b)] = next_block++;
+        for (int32_t p = i == 20 ? len - 70 : len - 1; p < len; ++p) {
+          positions.push_back(p);
+          kv_end.push_back(p + 1);
+          seq_index.push_back(i);
+        }
+      }
+      std::vector<int32_t> perm(static_cast<size_t>(next_block));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int32_t& b : tables) b = perm[size_t(b)];
+      const int64_t n = static_cast<int64_t>(positions.size());
+      Buf kc(next_block * bs, kvd, rng), vc(next_block * bs, kvd, rng), q(n, s.heads * s.hd, rng);
+      Buf o2(n, s.heads * s.hd, rng);
+      AttentionParams p{s.heads, s.kv_heads, s.hd, 1.0f / std::sqrt(float(s.hd)), window};
+      ref->attention(q.t(), kc.t(), vc.t(),
+                     AttentionLayout{n, positions.data(), kv_end.data(), seq_index.data(), tables.data(),
+                                     max_blocks, bs},
+                     p, o2.t());
+      Tensor dkc = dev(kc), dvc = dev(vc), dq = dev(q);
+      const int32_t *dpos = dev(positions), *dend = dev(kv_end), *dseq = dev(seq_index), *dtab = dev(tables);
+      const int64_t row = s.heads * s.hd;
+      const std::string what = "heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+                               " hd=" + std::to_string(s.hd) + " window=" + std::to_string(window);
+      // The decode step (rows 0-19), then the prefill step (rows 20-89).
+      std::vector<float> steps;
+      for (auto [first, count] : {std::pair<int64_t, int64_t>{0, 20}, {20, 70}}) {
+        Tensor d1 = dev(Buf(count, row, rng));
+        be->attention(Tensor::f32(dq.row<float>(first), count, row), dkc, dvc,
+                      AttentionLayout{count, dpos + first, dend + first, dseq + first, dtab, max_blocks, bs},
+                      p, d1);
+        const std::vector<float> part = host(d1);
+        steps.insert(steps.end(), part.begin(), part.end());
+      }
+      expect_close(steps, o2.v, 1e-5f, "long-sequence attention " + what);
+      for (int64_t i :
+           {int64_t{0}, int64_t{5}, int64_t{9}, int64_t{15}, int64_t{19}, int64_t{20}, int64_t{52}, n - 1}) {
+        Tensor d_one = dev(Buf(1, row, rng));
+        be->attention(Tensor::f32(dq.row<float>(i), 1, row), dkc, dvc,
+                      AttentionLayout{1, dpos + i, dend + i, dseq + i, dtab, max_blocks, bs}, p, d_one);
+        const std::vector<float> alone = host(d_one);
+        EXPECT_EQ(0, std::memcmp(alone.data(), steps.data() + i * row, size_t(row) * sizeof(float)))
+            << "row " << i << " (position " << positions[size_t(i)] << ") alone, " << what;
+      }
+    }
+  }
+}
+
 // Mixture-of-experts ops.
 // n_experts matrices [rows, cols] of `type`, stored as one stack in reverse expert order (so an op
 // that ignored the pointer table and assumed a stack would read the wrong expert).

@@ -133,8 +133,8 @@ class CudaBackend final : public Backend {
   }
   void wait();
   // Grows the scratch of the ops that need one (cuBLAS-path tiles, expert gate/up products, 8-bit
-  // activations) to `bytes`; false (with the error noted) when that fails. Ops run in stream order, so
-  // each may use all of it.
+  // activations, split attention's chunk states) to `bytes`; false (with the error noted) when that fails.
+  // Ops run in stream order, so each may use all of it.
   bool reserve_scratch(size_t bytes);
   void gemm(const Tensor& x, const Tensor& w, Tensor out);
 
@@ -148,7 +148,8 @@ class CudaBackend final : public Backend {
   size_t staged_ = 0;
   void* scratch_ = nullptr;
   size_t scratch_cap_ = 0;
-  std::vector<void*> retired_;  // outgrown scratch buffers
+  unsigned* attn_counters_ = nullptr;  // split attention steps' arrival counts (cuda::kAttnCounters)
+  std::vector<void*> retired_;         // outgrown scratch buffers
   Status error_;
 };
 
@@ -173,6 +174,12 @@ Result<std::unique_ptr<Backend>> CudaBackend::create(int device, bool exact_gemm
       check_cuda(cudaHostAlloc(reinterpret_cast<void**>(&b->staging_), kStagingBytes, cudaHostAllocDefault),
                  "cudaHostAlloc"));
   FERRUM_TRY(check_cuda(cuda::init_attention(), "attention kernel attributes"));
+  FERRUM_TRY(check_cuda(
+      cudaMalloc(reinterpret_cast<void**>(&b->attn_counters_), cuda::kAttnCounters * sizeof(unsigned)),
+      "attention counters"));
+  FERRUM_TRY(
+      check_cuda(cudaMemsetAsync(b->attn_counters_, 0, cuda::kAttnCounters * sizeof(unsigned), b->stream_),
+                 "attention counters"));
   FERRUM_TRY(check_cuda(cuda::init_kquant_gemv(), "GEMV kernel attributes"));
   FERRUM_TRY(check_cuda(cuda::init_kquant_batch(), "batched k-quant kernel attributes"));
   FERRUM_ASSIGN_OR_RETURN(b->cublas_, cuda::cublas());
@@ -188,6 +195,7 @@ CudaBackend::~CudaBackend() {
   if (blas_) cublas_->destroy(blas_);
   if (scratch_) cudaFree(scratch_);
   for (void* p : retired_) cudaFree(p);
+  if (attn_counters_) cudaFree(attn_counters_);
   if (staging_) cudaFreeHost(staging_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -399,7 +407,7 @@ bool CudaBackend::reserve_scratch(size_t bytes) {
   scratch_cap_ = 0;
   auto mem = alloc(bytes);
   if (!mem.ok()) {
-    fail(mem.status().with_context("cuda matmul scratch"));
+    fail(mem.status().with_context("cuda scratch"));
     return false;
   }
   scratch_ = mem.value();
@@ -498,7 +506,13 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
                           p.head_dim, cuda::kMaxHeadDim)));
   const cuda::AttnArgs a{L.n_tokens, L.kv_end,     L.seq_index, L.block_tables, L.max_blocks, L.block_size,
                          p.n_heads,  p.n_kv_heads, p.head_dim,  p.scale,        p.window};
-  note("attention", cuda::attention(stream_, a, cfmat(q), cfmat(k_cache), cfmat(v_cache), fmat(out)));
+  cuda::AttnSplit split = cuda::attention_split(a, prop_.multiProcessorCount);
+  if (split.splits > 1) {
+    if (!reserve_scratch(cuda::attention_scratch_bytes(a, split))) return;
+    split.scratch = static_cast<float*>(scratch_);
+    split.counters = attn_counters_;
+  }
+  note("attention", cuda::attention(stream_, a, split, cfmat(q), cfmat(k_cache), cfmat(v_cache), fmat(out)));
 }
 
 void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor out) {

@@ -117,7 +117,24 @@ constexpr int64_t kMaxHeadDim = 256;
 // The kernel loads 4 floats at a time: heads of a multiple of 4 dims up to kMaxHeadDim, rows of a multiple
 // of 4 floats, 16-byte aligned.
 bool attention_applies(int64_t head_dim, CFMat q, CFMat k_cache, CFMat v_cache);
-cudaError_t attention(cudaStream_t s, const AttnArgs& a, CFMat q, CFMat k_cache, CFMat v_cache, FMat out);
+// A row's keys are taken in chunks of kAttnChunkKeys, counted from its sequence's key 0, and the chunks'
+// softmax states are combined in order. In a step that would leave most SMs idle (decoding few
+// sequences), a row's chunks are spread over `splits` blocks, which leave their states in `scratch`
+// for the last of them to combine: the same arithmetic as one block taking every chunk, so the same
+// bits (a token's result never depends on the step it is in).
+constexpr int64_t kAttnChunkKeys = 512;
+constexpr int kAttnCounters = 1024;  // row groups a split step may have
+struct AttnSplit {
+  int splits = 1;                // blocks a row group's chunks are spread over
+  int64_t max_chunks = 0;        // chunks of the longest sequence the block tables can hold
+  float* scratch = nullptr;      // attention_scratch_bytes of device memory
+  unsigned* counters = nullptr;  // kAttnCounters, zero between launches (the kernel leaves them so)
+};
+// The split for a step on a device of sm_count SMs (scratch and counters left for the caller to set).
+AttnSplit attention_split(const AttnArgs& a, int sm_count);
+size_t attention_scratch_bytes(const AttnArgs& a, const AttnSplit& sp);
+cudaError_t attention(cudaStream_t s, const AttnArgs& a, const AttnSplit& sp, CFMat q, CFMat k_cache,
+                      CFMat v_cache, FMat out);
 // Mixture of experts (see MoeRouting in backend.h). Expert e's matrix starts at mats[e], a device
 // array of device pointers.
 struct EMat {
