@@ -21,16 +21,15 @@ FERRUM = os.environ["FERRUM_BIN"]
 SHARED = os.environ.get("FERRUM_SHARED") or os.environ["FERRUM_SHARED_DEFAULT"]
 SYNTH = os.path.join(SHARED, "fixtures", "gguf", "synth", "synth-llama-f32.gguf")
 HF = os.path.join(SHARED, "fixtures", "hf", "qwen3")
-failures = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pycheck import check, summary  # noqa: E402
 
 
 def expect_error(args, *needles):
     p = subprocess.run([FERRUM] + args, capture_output=True, text=True)
     lines = [l for l in p.stderr.splitlines() if l.strip()]
     ok = p.returncode == 1 and len(lines) == 1 and all(n in lines[0] for n in needles)
-    print(("ok   " if ok else "FAIL ") + " ".join(args[:3]) + f" -> rc={p.returncode} {lines}")
-    if not ok:
-        failures.append(args)
+    check(ok, " ".join(args[:3]) + f" -> rc={p.returncode} {lines}")
 
 
 def write_gguf(path, arch="llama", drop=None, reshape=None):
@@ -115,11 +114,7 @@ def main():
     bench = ["bench", "-m", SYNTH, "-p", "8", "-n", "0", "-r", "1", "--backend", "cpu"]
     expect_error(bench + ["--device", "1"], "--device", "cuda backend")
     expect_error(bench + ["--gpu-memory-utilization", "0.5"], "--gpu-memory-utilization", "GPU backend")
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

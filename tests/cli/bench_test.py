@@ -9,13 +9,8 @@ import sys
 FERRUM = os.environ["FERRUM_BIN"]
 SHARED = os.environ.get("FERRUM_SHARED") or os.environ["FERRUM_SHARED_DEFAULT"]
 MODEL = os.path.join(SHARED, "models", "stories260K.gguf")
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pycheck import check, summary  # noqa: E402
 
 
 def main():
@@ -35,11 +30,7 @@ def main():
           f"depth beyond --kv-capacity: one error line, rc 1 (rc={p.returncode}, {lines})")
     p = subprocess.run(base + ["-d", "-5"], capture_output=True, text=True)
     check(p.returncode != 0 and "--n-depth" in p.stderr, f"negative depth rejected (rc={p.returncode})")
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

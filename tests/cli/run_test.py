@@ -22,13 +22,8 @@ CHATML = """{% for m in messages %}<|im_start|>{{ m.role }}
 {{ m.content }}<|im_end|>
 {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pycheck import check, summary  # noqa: E402
 
 
 def main():
@@ -93,11 +88,7 @@ def main():
                            env=dict(env, FERRUM_CACHE=cache))
     check(p.returncode == 1 and "scripts/fetch_models" in p.stderr and "--model" in p.stderr,
           f"run without a model and an empty cache: rc={p.returncode}, {p.stderr.strip()[:100]}")
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -21,13 +21,8 @@ except ImportError as e:  # reference libraries missing: skip (ctest code 77)
 FERRUM = os.environ["FERRUM_BIN"]
 SHARED = os.environ.get("FERRUM_SHARED") or os.environ["FERRUM_SHARED_DEFAULT"]
 
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pycheck import check, summary  # noqa: E402
 
 
 def main():
@@ -77,11 +72,7 @@ def main():
             ref = exp[f"case{c}.mean_pooled"]
             err = np.abs(np.load(vec) - ref).max() / np.abs(ref).max()
             check(err <= 1e-4, f"case{c}: GGUF mean pooling vs transformers: max rel diff {err:.2e} <= 1e-4")
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

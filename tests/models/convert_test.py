@@ -30,13 +30,8 @@ SHARED = os.environ.get("FERRUM_SHARED") or os.environ["FERRUM_SHARED_DEFAULT"]
 # Relative bound on max |logit diff| per file type (issue 2: F32 1e-4, F16 1e-2; issue 3: Q8_0 2e-2).
 TOL = {"F32": 1e-4, "F16": 1e-2}
 
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pycheck import check, summary  # noqa: E402
 
 
 def logits(model, ids, mode="prefill"):
@@ -153,11 +148,7 @@ def main():
                 dec = logits(out, ids, "decode")
                 check(np.abs(dec - got).max() <= 1e-4 * scale, f"{name} F32 GGUF: decode == prefill")
         check_q8_0(name, d, hf, ids, ref, tmp)
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -67,13 +67,8 @@ GREEDY_PROMPTS = [
 ]
 GREEDY_N = 32
 
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg, flush=True)
-    if not cond:
-        failures.append(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pycheck import check, summary  # noqa: E402
 
 
 def ferrum(*args):
@@ -299,11 +294,7 @@ def main():
                   f"greedy {prompt!r}: forks at token {k} (llama.cpp {want[k]}, ferrum {got[k]}), its top-2 margin "
                   f"{m_llama:.3f} in llama.cpp's logits, {m_ferrum:.3f} in ferrum's, < {TOL_MAX}; common text "
                   f"{llm.detokenize(want[:k]).decode(errors='replace')!r}")
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -109,13 +109,8 @@ SENTENCES = [
     "Tab\tseparated\tvalues and multiple     spaces.",
 ]
 
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pycheck import check, summary  # noqa: E402
 
 
 def ferrum_embed(model, args, out):
@@ -219,11 +214,7 @@ def main():
         gguf = os.path.join(tmp, "minilm-f32.gguf")
         subprocess.run([FERRUM, "quantize", model_dir, gguf, "F32"], check=True, capture_output=True)
         compare("F32 GGUF", ferrum_embed(gguf, ["--tokens-file", ids_file, "--normalize"], out), ref)
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":

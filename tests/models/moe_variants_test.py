@@ -25,13 +25,8 @@ FERRUM = os.environ["FERRUM_BIN"]
 SHARED = os.environ.get("FERRUM_SHARED") or os.environ["FERRUM_SHARED_DEFAULT"]
 TOL = 1e-4  # max |logit diff| relative to max |logit|, as for the HF fixtures
 
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pycheck import check, summary  # noqa: E402
 
 
 def rms_norm(x, w, eps):
@@ -163,11 +158,7 @@ def main():
             check(err <= TOL, f"{name}: F32 GGUF vs numpy {err:.2e} <= {TOL:g}")
     finally:
         shutil.rmtree(tmp)
-    if failures:
-        print(f"{len(failures)} failed")
-        return 1
-    print("all passed")
-    return 0
+    return summary()
 
 
 if __name__ == "__main__":
