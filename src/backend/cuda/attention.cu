@@ -156,6 +156,8 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
   const bool spread = sp.splits > 1 && c_end - c_lo > 1;
   if (blockIdx.z >= (spread ? c_end - c_lo : 1)) return;
   // Where row r's state of chunk ch goes in a split step: (max, sum of weights, sums of values).
+  // Row r's outputs (token ts + r / nh, head h0 + r % nh).
+  const auto out_row = [&](int r) { return out.p + (ts + r / nh) * out.ld + (h0 + r % nh) * hd; };
   const auto state = [&](int r, int ch) {
     const int64_t row = (ts + r / nh) * a.n_heads + h0 + r % nh;
     return sp.scratch + (row * sp.max_chunks + ch) * (hd + 2);
@@ -380,7 +382,7 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
         if (total[r] > 0.0f) v[e] = fold(v[e], sum[e], fold_w[r]);
         if (last_chunk) {
           const float t = run_l[r];
-          out.p[(ts + r / nh) * out.ld + (h0 + r % nh) * hd + d] = t > 0.0f ? v[e] / t : 0.0f;
+          out_row(r)[d] = t > 0.0f ? v[e] / t : 0.0f;
         }
       }
       if (!spread && !last_chunk) run4 = make_float4(v[0], v[1], v[2], v[3]);
@@ -391,7 +393,7 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
     if (c_end == c_lo) {  // no keys at all
       for (int i = threadIdx.x; i < rows * hd; i += blockDim.x) {
         const int r = static_cast<int>(i / hd);
-        out.p[(ts + r / nh) * out.ld + (h0 + r % nh) * hd + (i - int64_t(r) * hd)] = 0.0f;
+        out_row(r)[i - int64_t(r) * hd] = 0.0f;
       }
     }
     return;
@@ -423,7 +425,7 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
       rl = fold(rl, cl, w);
       rm = fold_max(rm, cm, w);
     }
-    out.p[(ts + r / nh) * out.ld + (h0 + r % nh) * hd + d] = rl > 0.0f ? rv / rl : 0.0f;
+    out_row(r)[d] = rl > 0.0f ? rv / rl : 0.0f;
   }
 }
 
