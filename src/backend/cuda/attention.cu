@@ -155,9 +155,9 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
   const int c_lo = lo / kChunk, c_end = hi > lo ? (hi - 1) / kChunk + 1 : c_lo;
   const bool spread = sp.splits > 1 && c_end - c_lo > 1;
   if (blockIdx.z >= (spread ? c_end - c_lo : 1)) return;
-  // Where row r's state of chunk ch goes in a split step: (max, sum of weights, sums of values).
   // Row r's outputs (token ts + r / nh, head h0 + r % nh).
   const auto out_row = [&](int r) { return out.p + (ts + r / nh) * out.ld + (h0 + r % nh) * hd; };
+  // Where row r's state of chunk ch goes in a split step: (max, sum of weights, sums of values).
   const auto state = [&](int r, int ch) {
     const int64_t row = (ts + r / nh) * a.n_heads + h0 + r % nh;
     return sp.scratch + (row * sp.max_chunks + ch) * (hd + 2);
