@@ -42,7 +42,8 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 // activations, ids, caches; any write) until after it. `wait_for_inputs` returns once the previous
 // kernel has finished and its writes are visible, so the order of the stream is kept transitively.
 // `allow_dependents` lets the next kernel be scheduled once every block of this one has called it (or
-// exited): the short kernels call it at their start, the GEMVs leave it to their exit.
+// exited): the short kernels and the staged GEMVs (gemv.cuh) call it at their start, the other GEMVs
+// leave it to their exit.
 __device__ __forceinline__ void wait_for_inputs() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void allow_dependents() { asm volatile("griddepcontrol.launch_dependents;"); }
 

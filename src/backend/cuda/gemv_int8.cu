@@ -224,14 +224,16 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   const uint8_t* const rows[2] = {w.p + min(row0 + g, w.rows - 1) * w.row_bytes,
                                   w.p + min(row0 + g + 8, w.rows - 1) * w.row_bytes};
   const int64_t n_blocks = w.cols / 256;
+  // The first super-block's weights are loaded while the previous kernel finishes.
+  K wt;
+  if (warp < n_blocks) wt.load(rows, warp, c);
   wait_for_inputs();
   const int nt = static_cast<int>(x.rows);
   // Lane groups past the last token read the last token (their results are never stored).
   const int tg = min(g, nt - 1), t0 = min(2 * c, nt - 1), t1 = min(2 * c + 1, nt - 1);
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int64_t sb = warp; sb < n_blocks; sb += kGemvWarps) {
-    K wt;
-    wt.load(rows, sb, c);
+    if (sb != warp) wt.load(rows, sb, c);
     const unsigned char* tok;
     float xd[2];
     if constexpr (kPre) {

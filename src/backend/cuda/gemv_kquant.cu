@@ -309,10 +309,22 @@ __global__ void __launch_bounds__(128, 4) q6k_rows_kernel(Group group, CFMat x) 
   const int tid = threadIdx.x, part = tid & 7, lane = tid & 31, warp = tid >> 5;
   int64_t row0;
   const int mi = block_rows(group, kQ6Rows, blockIdx.x, &row0);
-  wait_for_inputs();
   const WMat w = group.w[mi];
-  const FMat y = group.y[mi];
   const int64_t n_blocks = w.cols / 256;
+  Q6Row rw[kQ6Rows];
+  const auto load_rows = [&](int64_t blk) {
+#pragma unroll
+    for (int r = 0; r < kQ6Rows; ++r) {
+      const int64_t row = min(row0 + r, w.rows - 1);
+      q6_load(w.p + row * w.row_bytes + blk * sizeof(BlockQ6_K), part, rw[r]);
+    }
+  };
+  // Single tokens load their first block's rows while the previous kernel finishes (with more tokens
+  // the rows held across the wait spill registers).
+  constexpr bool kEarly = NT == 1;
+  if (kEarly && (tid >> 3) < n_blocks) load_rows(tid >> 3);
+  wait_for_inputs();
+  const FMat y = group.y[mi];
   const int nt = static_cast<int>(x.rows);
   const int base = 128 * (part >> 2) + 8 * (part & 3);
   float acc[kQ6Rows][NT];
@@ -321,12 +333,7 @@ __global__ void __launch_bounds__(128, 4) q6k_rows_kernel(Group group, CFMat x) 
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
   for (int64_t blk = tid >> 3; blk < n_blocks; blk += 16) {
-    Q6Row rw[kQ6Rows];
-#pragma unroll
-    for (int r = 0; r < kQ6Rows; ++r) {
-      const int64_t row = min(row0 + r, w.rows - 1);
-      q6_load(w.p + row * w.row_bytes + blk * sizeof(BlockQ6_K), part, rw[r]);
-    }
+    if (!kEarly || blk != (tid >> 3)) load_rows(blk);
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
       if (t >= nt) break;
