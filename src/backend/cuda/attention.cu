@@ -26,6 +26,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 
 namespace ferrum::cuda {
 
@@ -48,17 +49,6 @@ struct Tf32 {
 __device__ __forceinline__ Tf32 split(float x) {
   const uint32_t hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
   return {hi, __float_as_uint(x - __uint_as_float(hi)) & 0xffffe000u};
-}
-
-// d += A * B for one m16n8k8 TF32 tile (lane = 4 g + c holds A (g, c), (g + 8, c), (g, c + 4),
-// (g + 8, c + 4); B (c, g), (c + 4, g); D (g, 2c), (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1)).
-__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // A * B with split operands: big += A.hi * B.hi and small += the two cross products, small ones first

@@ -174,9 +174,9 @@ Result<std::unique_ptr<Backend>> CudaBackend::create(int device, bool exact_gemm
       check_cuda(cudaHostAlloc(reinterpret_cast<void**>(&b->staging_), kStagingBytes, cudaHostAllocDefault),
                  "cudaHostAlloc"));
   FERRUM_TRY(check_cuda(cuda::init_attention(), "attention kernel attributes"));
-  FERRUM_TRY(check_cuda(
-      cudaMalloc(reinterpret_cast<void**>(&b->attn_counters_), cuda::kAttnCounters * sizeof(unsigned)),
-      "attention counters"));
+  auto counters = b->alloc(cuda::kAttnCounters * sizeof(unsigned));
+  if (!counters.ok()) return counters.status().with_context("cuda attention counters");
+  b->attn_counters_ = static_cast<unsigned*>(counters.value());
   FERRUM_TRY(
       check_cuda(cudaMemsetAsync(b->attn_counters_, 0, cuda::kAttnCounters * sizeof(unsigned), b->stream_),
                  "attention counters"));

@@ -1,5 +1,6 @@
-// Pieces shared by the tensor-core k-quant kernels (gemv_kquant.cu and gemv_int8.cu for small steps,
-// batch_kquant.cu for batched ones): the MMAs, the f16 code builders and the staged-activation layout.
+// Pieces shared by the tensor-core kernels (gemv_kquant.cu and gemv_int8.cu for small steps,
+// batch_kquant.cu for batched ones, attention.cu): the MMAs, the f16 code builders and the
+// staged-activation layout.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -41,6 +42,17 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
                                          uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// d += A * B for one m16n8k8 TF32 tile (lane = 4 g + c holds A (g, c), (g + 8, c), (g, c + 4),
+// (g + 8, c + 4); B (c, g), (c + 4, g); D (g, 2c), (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1)).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
