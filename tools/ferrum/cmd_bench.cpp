@@ -119,10 +119,10 @@ void add_bench(CLI::App& app, int& exit_code) {
             if (rep >= 0) pp_row.rates.push_back(double(o->pp * n_seqs) / seconds_since(t0));
           }
           if (o->tg > 0) {
-            // As llama-bench, plain tg decodes after the depth's context only; as llama-batched-bench,
-            // --parallel decodes after the prompts.
+            // As llama-bench, plain tg decodes after the depth's context only (the cache is refilled
+            // when a prompt went in); as llama-batched-bench, --parallel decodes after the prompts.
             const bool after_prompt = !o->parallel.empty() && o->pp > 0;
-            if (!after_prompt)
+            if (!after_prompt && o->pp > 0)
               if (Status st = restart(); !st.ok()) return void(exit_code = fail(st));
             const int64_t pos0 = depth + (after_prompt ? o->pp : 0);
             std::vector<Runtime::DecodeItem> items;
