@@ -127,12 +127,16 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
   const int64_t hd = a.head_dim, koff = kvh * hd;
   const float qscale = a.scale * kLog2e;  // scores in log2 units: exp2 of their differences
 
-  // This lane's rows g and g + 8: their key ranges (empty for rows past the block's), and the union.
-  int first[2], end[2], lo = INT_MAX, hi = 0;
+  // This lane's rows g and g + 8 (token ts + tok, head h0 + head; the divisions once here): their key
+  // ranges (empty for rows past the block's), and the union. The index arrays are read before
+  // wait_for_inputs (common.cuh): the host copies them in before the step's kernels.
+  int first[2], end[2], tok[2], head[2], lo = INT_MAX, hi = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = g + 8 * h;
-    end[h] = r < rows ? a.kv_end[ts + r / nh] : 0;
+    tok[h] = r / nh;
+    head[h] = r - tok[h] * nh;
+    end[h] = r < rows ? a.kv_end[ts + tok[h]] : 0;
     first[h] = r < rows ? first_key(a, end[h]) : 0;
   }
   for (int i = 0; i < n_tok; ++i) {
@@ -148,73 +152,139 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
   // Row r's outputs (token ts + r / nh, head h0 + r % nh).
   const auto out_row = [&](int r) { return out.p + (ts + r / nh) * out.ld + (h0 + r % nh) * hd; };
   // Where row r's state of chunk ch goes in a split step: (max, sum of weights, sums of values).
-  const auto state = [&](int r, int ch) {
-    const int64_t row = (ts + r / nh) * a.n_heads + h0 + r % nh;
+  const auto state_of = [&](int64_t row, int ch) {
     return sp.scratch + (row * sp.max_chunks + ch) * (hd + 2);
   };
+  const auto state = [&](int r, int ch) { return state_of((ts + r / nh) * a.n_heads + h0 + r % nh, ch); };
+  // The lane's rows g and g + 8 (fragment rows of the products and of the merge below).
+  float* lane_out[2];
+  int64_t lane_state[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    lane_out[h] = out.p + (ts + tok[h]) * out.ld + (h0 + head[h]) * hd;
+    lane_state[h] = (ts + tok[h]) * a.n_heads + h0 + head[h];
+  }
+
+  const int32_t* table = a.block_tables + int64_t(seq) * a.max_blocks;
+  const int bs = static_cast<int>(a.block_size);
+  const int bs_log = (bs & (bs - 1)) == 0 ? __ffs(bs) - 1 : -1;  // block sizes are powers of two in practice
+  const auto slot = [&](int j) {
+    return bs_log >= 0 ? (int64_t(table[j >> bs_log]) << bs_log) | (j & (bs - 1))
+                       : int64_t(table[j / bs]) * bs + j % bs;
+  };
+  const int kt_lo = lo / kTileKeys, kt_hi = (hi + kTileKeys - 1) / kTileKeys;
+  // Tile kt's key rows j0 + 8 nt + g and value rows j0 + 8 ks + 2c + e of this lane (dims from koff); keys
+  // and values outside the block's union are not read (null: they stay zero, their slots may hold anything).
+  const auto key_rows = [&](int kt, const float*(&kr)[2]) {
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const int j = kt * kTileKeys + 8 * nt + g;
+      kr[nt] = j >= lo && j < hi ? kc.p + slot(j) * kc.ld + koff : nullptr;
+    }
+  };
+  const auto value_rows = [&](int kt, const float*(&vr)[2][2]) {
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int j = kt * kTileKeys + 8 * ks + 2 * c + e;
+        vr[ks][e] = j >= lo && j < hi ? vc.p + slot(j) * vc.ld + koff : nullptr;
+      }
+  };
+  const auto load_keys = [&](const float* const(&kr)[2], float4(&kv)[2][kPairs]) {
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int p = 0; p < kPairs; ++p)
+        kv[nt][p] = kr[nt] && 16 * p + 4 * c < hd ? load4(kr[nt] + 16 * p + 4 * c)
+                                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  };
+  // Value rows 8 ks + 2c + e of the tile (dims 32u + 4g ..). Heads of up to 128 dims load them with the
+  // keys; larger ones just before their products, which keeps them out of local memory.
+  constexpr bool kValuesEarly = D <= 4;
+  const auto load_values = [&](int ks, const float* const(&vr)[2][2], float4(&vv)[2][2][D]) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+#pragma unroll
+      for (int u = 0; u < D; ++u)
+        vv[ks][e][u] = vr[ks][e] && 32 * u + 4 * g < hd ? load4(vr[ks][e] + 32 * u + 4 * g)
+                                                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  };
+  // This warp's first tile of chunk ch.
+  const auto first_tile = [&](int ch) {
+    const int t_begin = max(kt_lo, ch * kChunkTiles);
+    return t_begin + ((warp - t_begin) % kWarps + kWarps) % kWarps;
+  };
+  const auto tile_end = [&](int ch) { return min(kt_hi, (ch + 1) * kChunkTiles); };
+  // The first tile's rows are looked up before the wait and their cache lines fetched into L1 right after
+  // it, while the queries are staged: a decode step at a few keys is one tile a warp, a chain of dependent
+  // loads. (Loading the tile into registers there instead kept them live across the tile loop: spills.)
+  const int ch0 = c_lo + static_cast<int>(blockIdx.z);
+  const bool prefetch = first_tile(ch0) < tile_end(ch0);
+  const float* kr0[2] = {nullptr, nullptr};
+  const float* vr0[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
+  if (prefetch) {
+    key_rows(first_tile(ch0), kr0);
+    value_rows(first_tile(ch0), vr0);
+  }
+  wait_for_inputs();
+  if (prefetch) {
+    // A row is D lines of 128 bytes: lane c fetches lines c, c + 4, .. of its key rows, lane g line g of
+    // its value rows (the lines its loads below touch are all fetched by some lane of the warp).
+    for (int u = c; u < D; u += 4)
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+        if (kr0[nt] && 32 * u < hd) prefetch_l1(kr0[nt] + 32 * u);
+    if (g < D && 32 * g < hd)
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          if (vr0[ks][e]) prefetch_l1(vr0[ks][e] + 32 * g);
+  }
 
   __syncthreads();  // the previous rows' readers are done with shared memory
   if (threadIdx.x < kRows) {
     run_m[threadIdx.x] = -INFINITY;
     run_l[threadIdx.x] = 0.0f;
   }
-  // Thread i stages 4 dims of one row for lane i % 32 of pair i / 64 (consecutive lanes, consecutive words).
+  // Thread i stages 4 dims of one row for lane i % 32 of pair i / 64 (consecutive lanes, consecutive words):
+  // row g + 8 (warp % 2), as blockDim.x is a multiple of 64.
+  static_assert(kWarps % 2 == 0);
+  const int q_half = warp & 1;
+  const float* q_row =
+      q.p + (ts + (q_half ? tok[1] : tok[0])) * q.ld + (h0 + (q_half ? head[1] : head[0])) * hd;
+  const bool q_live = g + 8 * q_half < rows;
   for (int i = threadIdx.x; i < kRows * kDims / 4; i += blockDim.x) {
-    const int l = i & 31, half = (i >> 5) & 1, p = i >> 6, r = (l >> 2) + 8 * half, d = 16 * p + 4 * (l & 3);
+    const int p = i >> 6, d = 16 * p + 4 * c;
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (r < rows && d < hd) v = load4(q.p + (ts + r / nh) * q.ld + (h0 + r % nh) * hd + d);
+    if (q_live && d < hd) v = load4(q_row + d);
     const float e[4] = {v.x * qscale, v.y * qscale, v.z * qscale, v.w * qscale};
 #pragma unroll
     for (int s = 0; s < 2; ++s) {
       const Tf32 x0 = split(e[2 * s]), x1 = split(e[2 * s + 1]);
-      q_frag(qs, p, s, l)[half] = x0.hi;
-      q_frag(qs, p, s, l)[2 + half] = x1.hi;
-      q_frag(qs, p, 2 + s, l)[half] = x0.lo;
-      q_frag(qs, p, 2 + s, l)[2 + half] = x1.lo;
+      q_frag(qs, p, s, lane)[q_half] = x0.hi;
+      q_frag(qs, p, s, lane)[2 + q_half] = x1.hi;
+      q_frag(qs, p, 2 + s, lane)[q_half] = x0.lo;
+      q_frag(qs, p, 2 + s, lane)[2 + q_half] = x1.lo;
     }
   }
   __syncthreads();
 
-  const int32_t* table = a.block_tables + int64_t(seq) * a.max_blocks;
-  const int bs = static_cast<int>(a.block_size);
-  const auto slot = [&](int j) { return int64_t(table[j / bs]) * bs + j % bs; };
-  const int kt_lo = lo / kTileKeys, kt_hi = (hi + kTileKeys - 1) / kTileKeys;
-  for (int ch = c_lo + blockIdx.z; ch < c_end; ch += spread ? sp.splits : 1) {
+  for (int ch = ch0; ch < c_end; ch += spread ? sp.splits : 1) {
     float o[kN][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row; l this lane's part
-    const int t_begin = max(kt_lo, ch * kChunkTiles), t_end = min(kt_hi, (ch + 1) * kChunkTiles);
-    for (int kt = t_begin + ((warp - t_begin) % kWarps + kWarps) % kWarps; kt < t_end; kt += kWarps) {
+    for (int kt = first_tile(ch), t_end = tile_end(ch); kt < t_end; kt += kWarps) {
       const int j0 = kt * kTileKeys;
-      // Keys (and values) outside the block's union stay zero: their slots may hold anything.
+      const float* kr[2];
+      const float* vr[2][2];
+      key_rows(kt, kr);
+      value_rows(kt, vr);
       float4 kv[2][kPairs], vv[2][2][D];
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        const int j = j0 + 8 * nt + g;
-        const bool ok = j >= lo && j < hi;
-        const float* row = kc.p + (ok ? slot(j) : 0) * kc.ld + koff;
-#pragma unroll
-        for (int p = 0; p < kPairs; ++p)
-          kv[nt][p] =
-              ok && 16 * p + 4 * c < hd ? load4(row + 16 * p + 4 * c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-      // Value rows 8 ks + 2c + e of the tile (dims 32u + 4g ..). Heads of up to 128 dims load them with the
-      // keys; larger ones just before their products, which keeps them out of local memory.
-      const auto load_values = [&](int ks) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int j = j0 + 8 * ks + 2 * c + e;
-          const bool ok = j >= lo && j < hi;
-          const float* row = vc.p + (ok ? slot(j) : 0) * vc.ld + koff;
-#pragma unroll
-          for (int u = 0; u < D; ++u)
-            vv[ks][e][u] =
-                ok && 32 * u + 4 * g < hd ? load4(row + 32 * u + 4 * g) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-      };
-      constexpr bool kValuesEarly = D <= 4;
+      load_keys(kr, kv);
       if constexpr (kValuesEarly) {
-        load_values(0);
-        load_values(1);
+        load_values(0, vr, vv);
+        load_values(1, vr, vv);
       }
 
       // Scores: the hi x hi products and the small ones in separate accumulators (two shorter chains of
@@ -280,7 +350,7 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
       // O += P V: P's k8 step ks is the score tile nt = ks, its k = c and c + 4 the keys 8 ks + 2c and + 1.
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
-        if constexpr (!kValuesEarly) load_values(ks);
+        if constexpr (!kValuesEarly) load_values(ks, vr, vv);
         const Tf32 pa[4] = {split(s[ks][0]), split(s[ks][2]), split(s[ks][1]), split(s[ks][3])};
 #pragma unroll
         for (int u = 0; u < D; ++u)
@@ -341,10 +411,11 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
           make_float4(o[n][0] * ew[0], o[n][1] * ew[0], o[n][2] * ew[1], o[n][3] * ew[1]);
     __syncthreads();
     const bool last_chunk = ch + 1 >= c_end;
-    // Thread i adds fragment i (n-tile i / 32 of lane i % 32) over the warps, in warp order: rows fg and
-    // fg + 8, dims d and d + 4 of its n-tile. run holds the running sums in the same order.
+    // Thread i adds fragment i (n-tile i / 32 of lane i % 32, the thread's lane as blockDim.x is a multiple
+    // of 32) over the warps, in warp order: rows g and g + 8, dims d and d + 4 of its n-tile. run holds the
+    // running sums in the same order.
     for (int i = threadIdx.x; i < kN * 32; i += blockDim.x) {
-      const int n = i >> 5, fg = (i & 31) >> 2, fc = i & 3;
+      const int n = i >> 5;
       float4 s4 = parts4[i];
       for (int w = 1; w < kWarps; ++w) {
         const float4 p = parts4[w * kN * 32 + i];
@@ -357,10 +428,10 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
       float sum[4] = {s4.x, s4.y, s4.z, s4.w}, v[4] = {run4.x, run4.y, run4.z, run4.w};
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = fg + 8 * (e >> 1), d = 32 * (n / 4) + 4 * (2 * fc + (e & 1)) + n % 4;
+        const int h = e >> 1, r = g + 8 * h, d = 32 * (n / 4) + 4 * (2 * c + (e & 1)) + n % 4;
         if (r >= rows || d >= hd) continue;
         if (spread) {
-          float* st = state(r, ch);
+          float* st = state_of(lane_state[h], ch);
           st[2 + d] = sum[e];
           if (d == 0) {
             st[0] = chunk_max[r];
@@ -372,7 +443,7 @@ __device__ void attend_rows(const AttnArgs& a, const AttnSplit& sp, int64_t ts, 
         if (total[r] > 0.0f) v[e] = fold(v[e], sum[e], fold_w[r]);
         if (last_chunk) {
           const float t = run_l[r];
-          out_row(r)[d] = t > 0.0f ? v[e] / t : 0.0f;
+          lane_out[h][d] = t > 0.0f ? v[e] / t : 0.0f;
         }
       }
       if (!spread && !last_chunk) run4 = make_float4(v[0], v[1], v[2], v[3]);
@@ -426,8 +497,7 @@ template <int D>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     attention_kernel(AttnArgs a, AttnSplit sp, int tokens_per_block, CFMat q, CFMat kc, CFMat vc, FMat out) {
   extern __shared__ __align__(16) uint32_t sm[];
-  allow_dependents();
-  wait_for_inputs();
+  allow_dependents();  // attend_rows waits for its inputs once it has read the step's index arrays
   const int64_t group = a.n_heads / a.n_kv_heads, runs = (group + kRows - 1) / kRows;
   const int64_t kvh = blockIdx.y / runs, h0 = kvh * group + (blockIdx.y % runs) * kRows;
   const int nh = static_cast<int>(min(int64_t{kRows}, (kvh + 1) * group - h0));

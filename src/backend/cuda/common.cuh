@@ -38,9 +38,11 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 // Programmatic dependent launch (Hopper). Every kernel is launched with `launch`, which lets it start
 // while the kernel before it in the stream is still running; a decode step is hundreds of short kernels,
 // and without this each one pays a launch gap and a cold start. The contract every kernel keeps: it may
-// read weights (never written by kernels) before `wait_for_inputs`, and touches nothing else (reads of
-// activations, ids, caches; any write) until after it. `wait_for_inputs` returns once the previous
-// kernel has finished and its writes are visible, so the order of the stream is kept transitively.
+// read weights (never written by kernels) and a step's index arrays (positions, sequence lengths, block
+// tables: copied in by the host before the step's first kernel, never written by kernels) before
+// `wait_for_inputs`, and touches nothing else (reads of activations, ids, caches; any write) until after
+// it. `wait_for_inputs` returns once the previous kernel has finished and its writes are visible, so the
+// order of the stream is kept transitively.
 // `allow_dependents` lets the next kernel be scheduled once every block of this one has called it (or
 // exited): the short kernels and the staged GEMVs (gemv.cuh) call it at their start, the other GEMVs
 // leave it to their exit.
@@ -62,6 +64,11 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// Fetches the 128-byte line holding p into L1 (a hint: no register, no wait).
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
 }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

@@ -105,20 +105,37 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
-// Starts copying steps step0 .. step0 + 7 (those that exist) of rows row0 .. row0 + 15 into `stage`, as
-// one copy group (empty past the last step, so every thread commits the same number of groups).
+// The copies of the calling thread: of row threadIdx.x / 16 of every stage, the 16-byte chunks
+// threadIdx.x % 16 + 16 k (a row's chunks at consecutive threads, so each copy is one address offset from
+// the last). When a thread's chunks were consecutive indices over the whole stage, each copy's row and
+// chunk took a division, a clamp and 64-bit arithmetic, a fifth of a Q8_0 GEMV's instructions: Q8_0
+// gate/up of the 8B shape 41.6 -> 38.5 us, tg128 +7 % (8 layers, H200).
+struct StageCopier {
+  const unsigned char* src;  // the row's first byte
+  int dst;                   // the row's offset in a stage
+  int ch0;                   // the first chunk
+};
 template <class L>
-__device__ __forceinline__ void issue_stage(unsigned char* stage, const WMat& w, int64_t row0, int64_t step0,
+__device__ __forceinline__ StageCopier stage_copier(const WMat& w, int64_t row0) {
+  static_assert(kGemvWarps * 32 == 16 * 16, "16 threads a row");
+  const int r = static_cast<int>(threadIdx.x) / 16;
+  return {w.p + min(row0 + r, w.rows - 1) * w.row_bytes, r * L::kRowStride,
+          static_cast<int>(threadIdx.x) % 16};
+}
+
+// Starts copying steps step0 .. step0 + 7 (those that exist) of the block's 16 rows into `stage`, as one
+// copy group (empty past the last step, so every thread commits the same number of groups).
+template <class L>
+__device__ __forceinline__ void issue_stage(unsigned char* stage, const StageCopier& cp, int64_t step0,
                                             int64_t n_steps) {
   const int64_t steps = min(int64_t{kGemvWarps}, n_steps - step0);
   if (steps > 0) {
     const int chunks = static_cast<int>(steps) * L::kBytes / 16;
-    for (int i = threadIdx.x; i < 16 * L::kChunks; i += kGemvWarps * 32) {
-      const int r = i / L::kChunks, ch = i - r * L::kChunks;
-      if (ch >= chunks) continue;
-      const int64_t row = min(row0 + r, w.rows - 1);
-      cp_async16(stage + r * L::kRowStride + 16 * ch, w.p + row * w.row_bytes + step0 * L::kBytes + 16 * ch);
-    }
+    const unsigned char* src = cp.src + step0 * L::kBytes + 16 * cp.ch0;
+    unsigned char* dst = stage + cp.dst + 16 * cp.ch0;
+#pragma unroll
+    for (int k = 0; k < (L::kChunks + 15) / 16; ++k)
+      if (cp.ch0 + 16 * k < chunks) cp_async16(dst + 256 * k, src + 256 * k);
   }
   cp_async_commit();
 }
@@ -143,9 +160,10 @@ __device__ __forceinline__ void staged_gemv(const Group& group, unsigned block, 
   const int mi = block_rows(group, 16, block, &row0);
   const WMat w = group.w[mi];
   const int64_t n_steps = w.cols / L::kCols;
+  const StageCopier copier = stage_copier<L>(w, row0);
 #pragma unroll
   for (int s = 0; s < kStages; ++s)
-    issue_stage<L>(smem + s * L::kStageBytes, w, row0, kGemvWarps * s, n_steps);
+    issue_stage<L>(smem + s * L::kStageBytes, copier, kGemvWarps * s, n_steps);
   // The next kernel (a short one, which triggers at its start) may then launch once this GEMV's last
   // blocks have started, so the GEMV after it prefetches its weights during this one's tail. Against
   // the trigger at exit: Llama-3.1-8B shape with 8 layers, tg128 +2 % for Q8_0 and +4.5 % for BF16
@@ -170,7 +188,7 @@ __device__ __forceinline__ void staged_gemv(const Group& group, unsigned block, 
       step(acc, a, a + 8 * L::kRowStride, xt + L::kCols * st, live, st, xs);
     }
     __syncthreads();  // every warp is done with the stage (and its activations) before they are refilled
-    issue_stage<L>(stage, w, row0, kGemvWarps * (it + kStages), n_steps);
+    issue_stage<L>(stage, copier, kGemvWarps * (it + kStages), n_steps);
   }
   float* red = reinterpret_cast<float*>(smem + kStages * L::kStageBytes + kGemvWarps * Step::kXBytes);
   FMat y = group.y[mi];
