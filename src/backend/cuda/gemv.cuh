@@ -229,12 +229,11 @@ __device__ __forceinline__ uint32_t q8_0_word(const unsigned char* p, bool align
 }
 
 // gemv_int8.cu: the launch of the GEMV against 8-bit activations for a group of matrices of type t
-// (int8_gemv_applies; `blocks` blocks of 16 rows) and x.rows tokens, at most nt (1, 2, 4 or 8) or, with
-// nt = 8, up to kKquantMaxTokens in tiles of 8. With more than 4 tokens it reads x as rounded into
-// `scratch` (int8_gemv_scratch_bytes(x) of device memory) by int8_gemv_quantize, once for all types.
+// (int8_gemv_applies; `blocks` blocks of 16 rows) and x.rows tokens, up to kKquantMaxTokens in tiles of 8.
+// With more than one token it reads x as rounded into `scratch` (int8_gemv_scratch_bytes(x) of device
+// memory) by int8_gemv_quantize, once for all types.
 cudaError_t init_int8_gemv();  // kernel attributes, once per device
 cudaError_t int8_gemv_quantize(cudaStream_t s, CFMat x, void* scratch);
-cudaError_t int8_gemv(cudaStream_t s, DType t, int nt, unsigned blocks, const Group& group, CFMat x,
-                      void* scratch);
+cudaError_t int8_gemv(cudaStream_t s, DType t, unsigned blocks, const Group& group, CFMat x, void* scratch);
 
 }  // namespace ferrum::cuda

@@ -199,12 +199,13 @@ __global__ void __launch_bounds__(kGemvWarps * 32) quantize_q8_kernel(CFMat x, u
 // fixed order at the end. (A Q6_K kind, codes 0..63 on m16n8k16 MMAs, measured slower than the Q6_K
 // CUDA-core GEMV: Llama-3.1-8B Q4_K_M decode 326 against 345 tok/s, H200.)
 //
-// Up to 4 tokens, each warp rounds its super-block's activations into its shared memory. NT = 8 reads
-// them from the quantize pass (`pre`; rounding 8 tokens in every block would cost several times the
-// MMAs), and steps of more than 8 tokens run as `tiles` tiles of 8 tokens, the tiles of a row block in
-// neighbouring blocks (so its weights come from L2 after the first). Loading the next super-block's
-// weights ahead (double buffering in registers) measured slower for Q4_K: 113 registers, half the
-// resident warps.
+// A single token (NT = 1): each warp rounds its super-block's activations into its shared memory. NT = 8
+// (2 or more tokens) reads them from the quantize pass (`pre`; rounding 8 tokens in every block would cost
+// several times the MMAs, and rounding 2 or 4 tokens in every block measured 6 and 16 % slower than the
+// pass for Q4_K_M decode, 15 and 30 % for Q8_0; for one token the pass's launch costs more than it saves),
+// and steps of more than 8 tokens run as `tiles` tiles of 8 tokens, the tiles of a row block in neighbouring
+// blocks (so its weights come from L2 after the first). Loading the next super-block's weights ahead (double
+// buffering in registers) measured slower for Q4_K: 113 registers, half the resident warps.
 template <class K, int NT>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     int8_gemv_kernel(Group group, CFMat x_all, unsigned tiles, const unsigned char* pre) {
@@ -270,10 +271,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 // and the same columns of its token. The integer result (|sum| <= 32 * 128 * 127 < 2^22) becomes a float
 // by the exponent trick (two full-rate instructions; the conversion instruction runs at a quarter rate)
 // and is scaled by the rows' block scales; a step's sum, in units of the token's scale, is then scaled by
-// it. Up to 4 tokens each warp rounds its step's activations of the NT tokens into its shared memory;
-// NT = 8 reads the quantize pass's records, and a block computes kTiles tiles of 8 tokens (steps of more
-// than 8), each weight fragment read from shared memory once for all of them. A tile's arithmetic is the
-// same whatever the other tiles of its block, so the tiling does not change a token's bits.
+// it. For a single token (NT = 1) each warp rounds its step's activations into its shared memory; NT = 8
+// (2 or more tokens) reads the quantize pass's records, and a block computes kTiles tiles of 8 tokens (steps
+// of more than 8), each weight fragment read from shared memory once for all of them. A tile's arithmetic is
+// the same whatever the other tiles of its block, so the tiling does not change a token's bits.
 template <int NT, int kTileCount>
 struct Q8_0Int8Step {
   static constexpr bool kPre = NT == 8;
@@ -520,11 +521,11 @@ bool int8_gemv_applies(const WMat& w, CFMat x) {
 }
 
 size_t int8_gemv_scratch_bytes(CFMat x) {
-  return x.rows > 4 ? static_cast<size_t>(x.rows * (x.cols / 256)) * kRecBytes : 0;
+  return x.rows > 1 ? static_cast<size_t>(x.rows * (x.cols / 256)) * kRecBytes : 0;
 }
 
 cudaError_t int8_gemv_quantize(cudaStream_t s, CFMat x, void* scratch) {
-  if (x.rows <= 4) return cudaSuccess;
+  if (x.rows <= 1) return cudaSuccess;
   const int64_t records = x.rows * (x.cols / 256);
   return launch(quantize_q8_kernel, static_cast<unsigned>((records + kGemvWarps - 1) / kGemvWarps),
                 kGemvWarps * 32, 0, s, x, static_cast<unsigned char*>(scratch));
@@ -533,21 +534,18 @@ cudaError_t int8_gemv_quantize(cudaStream_t s, CFMat x, void* scratch) {
 cudaError_t init_int8_gemv() {
   for (cudaError_t e :
        {allow_staged_smem<Q8_0Layout, Q8_0Int8Step<1, 1>>(q8_0_int8_kernel<1, 1>),
-        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<2, 1>>(q8_0_int8_kernel<2, 1>),
-        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<4, 1>>(q8_0_int8_kernel<4, 1>),
         allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, 1>>(q8_0_int8_kernel<8, 1>),
         allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, kQ8_0Tiles>>(q8_0_int8_kernel<8, kQ8_0Tiles>)})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }
 
-cudaError_t int8_gemv(cudaStream_t s, DType t, int nt, unsigned blocks, const Group& group, CFMat x,
-                      void* scratch) {
+cudaError_t int8_gemv(cudaStream_t s, DType t, unsigned blocks, const Group& group, CFMat x, void* scratch) {
   const unsigned threads = kGemvWarps * 32;
   const auto* pre = static_cast<const unsigned char*>(scratch);
   const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);  // 1 up to 8 tokens
   cudaError_t e = cudaErrorInvalidValue;
-  launch_by_tokens(nt, [&](auto n) {
+  const auto run = [&](auto n) {
     constexpr int NT = decltype(n)::value;
     if (t == DType::Q4_K) {
       e = launch(int8_gemv_kernel<Q4KInt8, NT>, blocks * tiles, threads, 0, s, group, x, tiles, pre);
@@ -564,7 +562,11 @@ cudaError_t int8_gemv(cudaStream_t s, DType t, int nt, unsigned blocks, const Gr
       else
         e = q8_0(One{});
     }
-  });
+  };
+  if (x.rows == 1)
+    run(std::integral_constant<int, 1>{});
+  else
+    run(std::integral_constant<int, 8>{});
   return e;
 }
 

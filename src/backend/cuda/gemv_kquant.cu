@@ -426,7 +426,7 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
       if (int8_acts && int8_gemv_applies(group.w[0], x)) {
         if (!quantized) e = int8_gemv_quantize(s, x, scratch);
         quantized = true;
-        if (e == cudaSuccess) e = int8_gemv(s, type, NT, blocks, group, x, scratch);
+        if (e == cudaSuccess) e = int8_gemv(s, type, blocks, group, x, scratch);
         continue;
       }
       if (x.rows > kGemvMaxTokens) {  // only int8_gemv_applies products run more tokens
