@@ -409,6 +409,27 @@ TEST_F(CudaBackendTest, SmallStepMatmulIsBatchInvariant) {
   }
 }
 
+// The single-token Q8_0 GEMV against 8-bit activations streams its weights through deeper stages when
+// its launch has at most two blocks per SM: a row's bits do not depend on that.
+TEST_F(CudaBackendTest, Int8GemvRowsDoNotDependOnLaunchShape) {
+  auto fast_be = create_backend("cuda", BackendOptions{.threads = 0, .exact_gemm = false});
+  ASSERT_TRUE(fast_be.ok()) << fast_be.status().message();
+  Mirror fast(*fast_be.value());
+  // 600 blocks of 16 rows: more than two per SM on GPUs of up to 299 SMs; 9 blocks: fewer.
+  const int64_t k = 512, big = 16 * 600, small = 140;
+  std::vector<uint8_t> wq = stored(DType::Q8_0, big, k);
+  const Tensor x = fast.f32(normal(k), 1, k);
+  auto run = [&](int64_t rows) {
+    const Tensor w = fast.weight(Tensor::matrix_view(DType::Q8_0, wq.data(), rows, k));
+    const Tensor out = fast.f32(std::vector<float>(static_cast<size_t>(rows)), 1, rows);
+    fast_be.value()->matmul(x, w, out);
+    return fast.host(out);
+  };
+  const std::vector<float> all = run(big), first = run(small);
+  EXPECT_EQ(std::vector<float>(all.begin(), all.begin() + small), first);
+  ASSERT_TRUE(fast_be.value()->check().ok());
+}
+
 TEST_F(CudaBackendTest, EmbedDecodesStoredRows) {
   const int64_t k = 512, rows = 6;
   const std::vector<int32_t> ids = {5, 0, 3, 5};

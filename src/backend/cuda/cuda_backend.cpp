@@ -136,6 +136,8 @@ class CudaBackend final : public Backend {
   // activations, split attention's chunk states) to `bytes`; false (with the error noted) when that fails.
   // Ops run in stream order, so each may use all of it.
   bool reserve_scratch(size_t bytes);
+  // The 8-bit-activation GEMVs' arguments (after reserve_scratch).
+  cuda::GemvInt8 int8_gemv() const { return {true, scratch_, prop_.multiProcessorCount}; }
   void gemm(const Tensor& x, const Tensor& w, Tensor out);
 
   int device_;
@@ -360,7 +362,7 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor out) {
   const cuda::FMat y = fmat(out);
   if (int8 && cuda::int8_gemv_applies(wm, cfmat(x))) {
     if (!reserve_scratch(cuda::int8_gemv_scratch_bytes(cfmat(x)))) return;
-    return note("matmul", cuda::kquant_gemv_group(stream_, cfmat(x), &wm, &y, 1, true, scratch_));
+    return note("matmul", cuda::kquant_gemv_group(stream_, cfmat(x), &wm, &y, 1, int8_gemv()));
   }
   if (x.rows() <= cuda::kGemvMaxTokens) return note("matmul", cuda::gemv(stream_, wm, cfmat(x), y));
   if (cuda::kquant_batch_applies(wm, cfmat(x)))
@@ -395,7 +397,8 @@ void CudaBackend::matmul_group(const Tensor& x, std::span<const MatmulOut> outs)
     }
   }
   if (gemvs.n > 0 && (!int8 || reserve_scratch(cuda::int8_gemv_scratch_bytes(cx))))
-    note("matmul", cuda::kquant_gemv_group(stream_, cx, gemvs.w, gemvs.y, gemvs.n, int8, scratch_));
+    note("matmul", cuda::kquant_gemv_group(stream_, cx, gemvs.w, gemvs.y, gemvs.n,
+                                           int8 ? int8_gemv() : cuda::GemvInt8{}));
   if (batched.n > 0) note("matmul", cuda::kquant_batch_group(stream_, cx, batched.w, batched.y, batched.n));
 }
 

@@ -16,6 +16,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dequant.cuh"
@@ -34,11 +35,19 @@ constexpr int kBsumAt = 256;
 constexpr int kDAt = 288;
 constexpr int kRecBytes = 304;
 
-// Rounds columns [0, 256) of one token (xr) to int8 codes q = round(x / d), d = max |x| / 127 (lane L takes
-// columns 8L .. 8L + 7), stores them with their 16-column sums at tok and returns d.
-__device__ __forceinline__ float stage_q8(const float* xr, int lane, unsigned char* tok) {
-  const float4 u = __ldg(reinterpret_cast<const float4*>(xr + 8 * lane));
-  const float4 v = __ldg(reinterpret_cast<const float4*>(xr + 8 * lane + 4));
+// The lane's columns 8 lane .. 8 lane + 7 of 256 columns of a token (xr: the first).
+struct Q8Cols {
+  float4 u, v;
+};
+__device__ __forceinline__ Q8Cols q8_cols(const float* xr, int lane) {
+  return {__ldg(reinterpret_cast<const float4*>(xr + 8 * lane)),
+          __ldg(reinterpret_cast<const float4*>(xr + 8 * lane + 4))};
+}
+
+// Rounds 256 columns of one token (each lane's 8 in x) to int8 codes q = round(x / d), d = max |x| / 127,
+// stores them with their 16-column sums at tok and returns d.
+__device__ __forceinline__ float stage_q8(Q8Cols x, int lane, unsigned char* tok) {
+  const float4 u = x.u, v = x.v;
   const float amax = warp_max(fmaxf(fmaxf(fmaxf(fabsf(u.x), fabsf(u.y)), fmaxf(fabsf(u.z), fabsf(u.w))),
                                     fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)))));
   const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
@@ -184,7 +193,7 @@ __device__ __forceinline__ void quantize_record(CFMat x, int64_t rec, int lane, 
   if (rec >= x.rows * n_sb) return;
   const int64_t t = rec / n_sb, sb = rec - t * n_sb;
   unsigned char* r = out + rec * kRecBytes;
-  const float d = stage_q8(x.p + t * x.ld + 256 * sb, lane, r);
+  const float d = stage_q8(q8_cols(x.p + t * x.ld + 256 * sb, lane), lane, r);
   if (lane == 0) *reinterpret_cast<float*>(r + kDAt) = d;
 }
 
@@ -248,7 +257,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
         if (t >= nt) break;
-        const float d = stage_q8(x.p + t * x.ld + 256 * sb, lane, toks[warp][t]);
+        const float d = stage_q8(q8_cols(x.p + t * x.ld + 256 * sb, lane), lane, toks[warp][t]);
         if (lane == 0) dx[warp][t] = d;
       }
       __syncwarp();
@@ -271,31 +280,38 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 // and the same columns of its token. The integer result (|sum| <= 32 * 128 * 127 < 2^22) becomes a float
 // by the exponent trick (two full-rate instructions; the conversion instruction runs at a quarter rate)
 // and is scaled by the rows' block scales; a step's sum, in units of the token's scale, is then scaled by
-// it. For a single token (NT = 1) each warp rounds its step's activations into its shared memory; NT = 8
-// (2 or more tokens) reads the quantize pass's records, and a block computes kTiles tiles of 8 tokens (steps
-// of more than 8), each weight fragment read from shared memory once for all of them. A tile's arithmetic is
-// the same whatever the other tiles of its block, so the tiling does not change a token's bits.
+// it. For a single token (NT = 1) each warp rounds its step's activations (loaded an iteration ahead)
+// into its shared memory; NT = 8 (2 or more tokens) reads the quantize pass's records, and a block computes
+// kTiles tiles of 8 tokens (steps of more than 8), each weight fragment read from shared memory once for
+// all of them. A tile's arithmetic is the same whatever the other tiles of its block, so the tiling does
+// not change a token's bits.
 template <int NT, int kTileCount>
 struct Q8_0Int8Step {
   static constexpr bool kPre = NT == 8;
+  static_assert(kPre || NT == 1);
   static constexpr int kTiles = kTileCount;
   static_assert(kPre || kTiles == 1);
-  static constexpr size_t kXBytes = kPre ? 0 : NT * kTokBytes + 16;  // codes, then the NT scales
-  CFMat x;                                                           // the block's tokens
+  static constexpr size_t kXBytes = kPre ? 0 : kTokBytes + 16;  // the codes, then the scale
+  CFMat x;                                                      // the block's tokens
   const unsigned char* pre;  // the record of its first token's first step (kPre)
   int64_t stride;            // bytes from a token's records to the next token's
-  __device__ void stage(int64_t st, unsigned char* xs) const {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      if (t >= x.rows) break;
-      const float d = stage_q8(x.p + t * x.ld + 256 * st, lane, xs + t * kTokBytes);
-      if (lane == 0) reinterpret_cast<float*>(xs + NT * kTokBytes)[t] = d;
+  using XRegs = std::conditional_t<kPre, NoX, Q8Cols>;
+  __device__ XRegs load_x(const float*, int64_t st, bool) const {
+    if constexpr (kPre)
+      return {};
+    else
+      return q8_cols(x.p + 256 * st, threadIdx.x & 31);
+  }
+  __device__ void stage(int64_t, unsigned char* xs, const XRegs& xr) const {
+    if constexpr (!kPre) {
+      const int lane = threadIdx.x & 31;
+      const float d = stage_q8(xr, lane, xs);
+      if (lane == 0) *reinterpret_cast<float*>(xs + kTokBytes) = d;
     }
   }
   __device__ __forceinline__ void operator()(float (&acc)[kTiles][4], const unsigned char* a,
                                              const unsigned char* b, const float*, bool, int64_t st,
-                                             const unsigned char* xs) const {
+                                             const unsigned char* xs, const XRegs&) const {
     const int c = threadIdx.x & 3, g = (threadIdx.x & 31) >> 2, nt = static_cast<int>(x.rows);
     // The step's weight fragments and block scales, for all tiles.
     uint32_t aw[8][4];
@@ -325,10 +341,8 @@ struct Q8_0Int8Step {
         xd[0] = __ldg(reinterpret_cast<const float*>(r + t0 * stride + kDAt));
         xd[1] = __ldg(reinterpret_cast<const float*>(r + t1 * stride + kDAt));
       } else {
-        tok = xs + tg * kTokBytes;
-        const float* d = reinterpret_cast<const float*>(xs + NT * kTokBytes);
-        xd[0] = d[t0];
-        xd[1] = d[t1];
+        tok = xs;  // every lane group reads the one token
+        xd[0] = xd[1] = *reinterpret_cast<const float*>(xs + kTokBytes);
       }
       uint32_t bw[8][2];
 #pragma unroll
@@ -361,15 +375,15 @@ struct Q8_0Int8Step {
 
 // Block b computes row block b / groups for tokens 8 kTiles (b % groups) .. (a group of up to kTiles
 // tiles); the groups of a row block are neighbouring blocks, so its weights come from L2 after the first.
-template <int NT, int kTiles>
-__global__ void __launch_bounds__(kGemvWarps * 32, kTiles > 1 ? 2 : 3)
+template <int NT, int kTiles, class L>
+__global__ void __launch_bounds__(kGemvWarps * 32, kTiles > 1 || L::kStages > 2 ? 2 : 3)
     q8_0_int8_kernel(Group group, CFMat x_all, unsigned groups, const unsigned char* pre) {
   const int64_t first = int64_t{8} * kTiles * (blockIdx.x % groups);
   const CFMat x{x_all.p + first * x_all.ld, min(int64_t{8} * kTiles, x_all.rows - first), x_all.cols,
                 x_all.ld};
   const int64_t stride = (x.cols / 256) * kRecBytes;
-  staged_gemv<Q8_0Layout>(group, blockIdx.x / groups, x, first,
-                          Q8_0Int8Step<NT, kTiles>{x, pre + first * stride, stride});
+  staged_gemv<L>(group, blockIdx.x / groups, x, first,
+                 Q8_0Int8Step<NT, kTiles>{x, pre + first * stride, stride});
 }
 
 // Tiles of 8 tokens a block for steps of more than 8 tokens.
@@ -533,14 +547,17 @@ cudaError_t int8_gemv_quantize(cudaStream_t s, CFMat x, void* scratch) {
 
 cudaError_t init_int8_gemv() {
   for (cudaError_t e :
-       {allow_staged_smem<Q8_0Layout, Q8_0Int8Step<1, 1>>(q8_0_int8_kernel<1, 1>),
-        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, 1>>(q8_0_int8_kernel<8, 1>),
-        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, kQ8_0Tiles>>(q8_0_int8_kernel<8, kQ8_0Tiles>)})
+       {allow_staged_smem<Q8_0Layout, Q8_0Int8Step<1, 1>>(q8_0_int8_kernel<1, 1, Q8_0Layout>),
+        allow_staged_smem<Q8_0DeepLayout, Q8_0Int8Step<1, 1>>(q8_0_int8_kernel<1, 1, Q8_0DeepLayout>),
+        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, 1>>(q8_0_int8_kernel<8, 1, Q8_0Layout>),
+        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, kQ8_0Tiles>>(
+            q8_0_int8_kernel<8, kQ8_0Tiles, Q8_0Layout>)})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }
 
-cudaError_t int8_gemv(cudaStream_t s, DType t, unsigned blocks, const Group& group, CFMat x, void* scratch) {
+cudaError_t int8_gemv(cudaStream_t s, DType t, unsigned blocks, const Group& group, CFMat x, void* scratch,
+                      int sm_count) {
   const unsigned threads = kGemvWarps * 32;
   const auto* pre = static_cast<const unsigned char*>(scratch);
   const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);  // 1 up to 8 tokens
@@ -550,17 +567,21 @@ cudaError_t int8_gemv(cudaStream_t s, DType t, unsigned blocks, const Group& gro
     if (t == DType::Q4_K) {
       e = launch(int8_gemv_kernel<Q4KInt8, NT>, blocks * tiles, threads, 0, s, group, x, tiles, pre);
     } else if (t == DType::Q8_0) {
-      const auto q8_0 = [&](auto k) {
+      const auto q8_0 = [&](auto k, auto layout) {
         constexpr int kTiles = decltype(k)::value;
+        using L = decltype(layout);
         const unsigned groups = (tiles + kTiles - 1) / kTiles;
-        return launch(q8_0_int8_kernel<NT, kTiles>, blocks * groups, threads,
-                      staged_smem<Q8_0Layout, Q8_0Int8Step<NT, kTiles>>(), s, group, x, groups, pre);
+        return launch(q8_0_int8_kernel<NT, kTiles, L>, blocks * groups, threads,
+                      staged_smem<L, Q8_0Int8Step<NT, kTiles>>(), s, group, x, groups, pre);
       };
       using One = std::integral_constant<int, 1>;
       if constexpr (NT == 8)
-        e = tiles > 1 ? q8_0(std::integral_constant<int, kQ8_0Tiles>{}) : q8_0(One{});
+        e = tiles > 1 ? q8_0(std::integral_constant<int, kQ8_0Tiles>{}, Q8_0Layout{})
+                      : q8_0(One{}, Q8_0Layout{});
+      else if (blocks <= 2u * static_cast<unsigned>(sm_count))
+        e = q8_0(One{}, Q8_0DeepLayout{});
       else
-        e = q8_0(One{});
+        e = q8_0(One{}, Q8_0Layout{});
     }
   };
   if (x.rows == 1)

@@ -49,7 +49,9 @@ struct Q8_0GemvStep {
   static constexpr int kTiles = 1;
   static constexpr size_t kXBytes = kStaged ? sizeof(__half) * NT * kTokenHalves : 0;
   CFMat x;
-  __device__ void stage(int64_t st, unsigned char* xs) const {
+  using XRegs = NoX;
+  __device__ NoX load_x(const float*, int64_t, bool) const { return {}; }
+  __device__ void stage(int64_t st, unsigned char* xs, NoX) const {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
@@ -60,7 +62,7 @@ struct Q8_0GemvStep {
   }
   __device__ __forceinline__ void operator()(float (&tiles)[1][4], const unsigned char* a,
                                              const unsigned char* b, const float* xt, bool live, int64_t,
-                                             const unsigned char* xs) const {
+                                             const unsigned char* xs, NoX) const {
     float(&acc)[4] = tiles[0];
     const int c = threadIdx.x & 3, g = (threadIdx.x & 31) >> 2;
     const __half* staged = reinterpret_cast<const __half*>(xs) + g * kTokenHalves;
@@ -99,17 +101,30 @@ struct Q8_0GemvStep {
 
 // F16 / BF16 step (64 columns, 128 bytes per row). Lane (g, c) takes the 8 weights 32p + 8c .. + 7 of
 // rows g and g + 8 for each 32-column half p; MMA (p, t) takes weights 4t .. 4t + 3 of them, pairs (0, 1)
-// as k slots (2c, 2c + 1) and (2, 3) as (2c + 8, 2c + 9). The weights are exact tensor-core operands;
-// activations are split into hi + lo halves of the weight's type (about 22 bits for f16, 16 for bf16, as
-// the cuBLAS path splits them).
+// as k slots (2c, 2c + 1) and (2, 3) as (2c + 8, 2c + 9), against the same columns of the lane's token
+// (XRegs, loaded ahead). The weights are exact tensor-core operands; activations are split into hi + lo
+// halves of the weight's type (about 22 bits for f16, 16 for bf16, as the cuBLAS path splits them).
 template <bool kBf16>
 struct Float16GemvStep {
   static constexpr int kTiles = 1;
   static constexpr size_t kXBytes = 0;
-  __device__ void stage(int64_t, unsigned char*) const {}
+  struct XRegs {
+    float4 v[2][2];  // [p][t]
+  };
+  __device__ XRegs load_x(const float* xt, int64_t st, bool live) const {
+    const int c = threadIdx.x & 3;
+    const float* x = xt + Float16Layout::kCols * st;
+    XRegs r;
+#pragma unroll
+    for (int p = 0; p < 2; ++p)
+#pragma unroll
+      for (int t = 0; t < 2; ++t) r.v[p][t] = x_quad(x + 32 * p + 8 * c + 4 * t, live);
+    return r;
+  }
+  __device__ void stage(int64_t, unsigned char*, const XRegs&) const {}
   __device__ __forceinline__ void operator()(float (&tiles)[1][4], const unsigned char* a,
-                                             const unsigned char* b, const float* x, bool live, int64_t,
-                                             const unsigned char*) const {
+                                             const unsigned char* b, const float*, bool, int64_t,
+                                             const unsigned char*, const XRegs& xr) const {
     float(&acc)[4] = tiles[0];
     const int c = threadIdx.x & 3;
 #pragma unroll
@@ -118,8 +133,7 @@ struct Float16GemvStep {
       const uint4 wb = *reinterpret_cast<const uint4*>(b + 64 * p + 16 * c);
 #pragma unroll
       for (int t = 0; t < 2; ++t) {
-        const float4 v = x_quad(x + 32 * p + 8 * c + 4 * t, live);
-        const XFrag f = x_frag<kBf16>(v);
+        const XFrag f = x_frag<kBf16>(xr.v[p][t]);
         const uint32_t a0 = (&wa.x)[2 * t], a2 = (&wa.x)[2 * t + 1], a1 = (&wb.x)[2 * t],
                        a3 = (&wb.x)[2 * t + 1];
         if constexpr (kBf16) {
@@ -144,8 +158,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32) q8_0_gemv_kernel(Group group,
   staged_gemv<Q8_0Layout>(group, blockIdx.x, x, 0, Q8_0Exact<NT>{x});
 }
 
+// 3 blocks an SM: the activations loaded ahead take 77 registers (at 4 blocks, 64 registers, they spilled
+// and BF16 decode measured 6 % slower than without them).
 template <bool kBf16>
-__global__ void __launch_bounds__(kGemvWarps * 32) float16_gemv_kernel(Group group, CFMat x) {
+__global__ void __launch_bounds__(kGemvWarps * 32, 3) float16_gemv_kernel(Group group, CFMat x) {
   staged_gemv<Float16Layout>(group, blockIdx.x, x, 0, Float16GemvStep<kBf16>{});
 }
 
@@ -397,12 +413,11 @@ bool kquant_gemv_applies(const WMat& w, CFMat x) {
 }
 
 cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y) {
-  return kquant_gemv_group(s, x, &w, &y, 1, false, nullptr);
+  return kquant_gemv_group(s, x, &w, &y, 1, GemvInt8{});
 }
 
 // One launch per weight type present.
-cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n, bool int8_acts,
-                              void* scratch) {
+cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n, GemvInt8 int8) {
   if (x.rows == 0) return cudaSuccess;
   cudaError_t e = cudaSuccess;
   bool quantized = false;  // the activations rounded for the 8-bit-activation GEMVs, once per group
@@ -423,10 +438,10 @@ cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat
       const unsigned threads = kGemvWarps * 32;
       // The caller checked each matrix, and for Q4_K and Q8_0 kquant_gemv_applies asks of the weights
       // what int8_gemv_applies asks, so the first matrix decides for its type.
-      if (int8_acts && int8_gemv_applies(group.w[0], x)) {
-        if (!quantized) e = int8_gemv_quantize(s, x, scratch);
+      if (int8.on && int8_gemv_applies(group.w[0], x)) {
+        if (!quantized) e = int8_gemv_quantize(s, x, int8.scratch);
         quantized = true;
-        if (e == cudaSuccess) e = int8_gemv(s, type, blocks, group, x, scratch);
+        if (e == cudaSuccess) e = int8_gemv(s, type, blocks, group, x, int8.scratch, int8.sm_count);
         continue;
       }
       if (x.rows > kGemvMaxTokens) {  // only int8_gemv_applies products run more tokens

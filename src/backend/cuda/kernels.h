@@ -45,18 +45,24 @@ bool weight_type_supported(DType t);
 cudaError_t gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y);
 // The GEMVs for Q4_K, Q6_K, Q8_0, F16 and BF16 rows (gemv_kquant.cu), where the weight and activation
 // layout allows them. A group of up to kMaxGemvGroup products of one x (every w applicable) runs one
-// launch per weight type; each y[i] equals that of w[i] alone, bit for bit. With int8_acts, products
+// launch per weight type; each y[i] equals that of w[i] alone, bit for bit. With int8.on, products
 // that int8_gemv_applies to run against activations rounded to 8 bits (gemv_int8.cu), for steps of up
 // to kKquantMaxTokens tokens (the only products these functions take above kGemvMaxTokens): a token's
 // result is then the same in every step of 1 .. kKquantMaxTokens tokens. They need
-// int8_gemv_scratch_bytes(x) of device memory at `scratch` for the rounded activations.
+// int8_gemv_scratch_bytes(x) of device memory at int8.scratch for the rounded activations.
 bool kquant_gemv_applies(const WMat& w, CFMat x);
 bool int8_gemv_applies(const WMat& w, CFMat x);
 size_t int8_gemv_scratch_bytes(CFMat x);
 cudaError_t kquant_gemv(cudaStream_t s, const WMat& w, CFMat x, FMat y);  // float32-accurate
 constexpr int kMaxGemvGroup = 3;
-cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n, bool int8_acts,
-                              void* scratch);
+// kquant_gemv_group's 8-bit-activation path: off, or on with its scratch and the device's SM count (which
+// decides a launch's shape, never its bits).
+struct GemvInt8 {
+  bool on = false;
+  void* scratch = nullptr;
+  int sm_count = 0;
+};
+cudaError_t kquant_gemv_group(cudaStream_t s, CFMat x, const WMat* w, const FMat* y, int n, GemvInt8 int8);
 // The batched-step kernels (batch_kquant.cu) for up to kMaxGemvGroup products of one x, every w
 // applicable: one launch per weight type; each y[i] is what the group of w[i] alone gives.
 bool kquant_batch_applies(const WMat& w, CFMat x);
