@@ -280,15 +280,13 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 // and the same columns of its token. The integer result (|sum| <= 32 * 128 * 127 < 2^22) becomes a float
 // by the exponent trick (two full-rate instructions; the conversion instruction runs at a quarter rate)
 // and is scaled by the rows' block scales; a step's sum, in units of the token's scale, is then scaled by
-// it. For a single token (NT = 1) each warp rounds its step's activations (loaded an iteration ahead)
-// into its shared memory; NT = 8 (2 or more tokens) reads the quantize pass's records, and a block computes
+// it. For a single token (!kPre) each warp rounds its step's activations (loaded an iteration ahead)
+// into its shared memory; kPre (2 or more tokens) reads the quantize pass's records, and a block computes
 // kTiles tiles of 8 tokens (steps of more than 8), each weight fragment read from shared memory once for
 // all of them. A tile's arithmetic is the same whatever the other tiles of its block, so the tiling does
 // not change a token's bits.
-template <int NT, int kTileCount>
+template <bool kPre, int kTileCount>
 struct Q8_0Int8Step {
-  static constexpr bool kPre = NT == 8;
-  static_assert(kPre || NT == 1);
   static constexpr int kTiles = kTileCount;
   static_assert(kPre || kTiles == 1);
   static constexpr size_t kXBytes = kPre ? 0 : kTokBytes + 16;  // the codes, then the scale
@@ -375,7 +373,7 @@ struct Q8_0Int8Step {
 
 // Block b computes row block b / groups for tokens 8 kTiles (b % groups) .. (a group of up to kTiles
 // tiles); the groups of a row block are neighbouring blocks, so its weights come from L2 after the first.
-template <int NT, int kTiles, class L>
+template <bool kPre, int kTiles, class L>
 __global__ void __launch_bounds__(kGemvWarps * 32, kTiles > 1 || L::kStages > 2 ? 2 : 3)
     q8_0_int8_kernel(Group group, CFMat x_all, unsigned groups, const unsigned char* pre) {
   const int64_t first = int64_t{8} * kTiles * (blockIdx.x % groups);
@@ -383,7 +381,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, kTiles > 1 || L::kStages > 2 
                 x_all.ld};
   const int64_t stride = (x.cols / 256) * kRecBytes;
   staged_gemv<L>(group, blockIdx.x / groups, x, first,
-                 Q8_0Int8Step<NT, kTiles>{x, pre + first * stride, stride});
+                 Q8_0Int8Step<kPre, kTiles>{x, pre + first * stride, stride});
 }
 
 // Tiles of 8 tokens a block for steps of more than 8 tokens.
@@ -547,11 +545,11 @@ cudaError_t int8_gemv_quantize(cudaStream_t s, CFMat x, void* scratch) {
 
 cudaError_t init_int8_gemv() {
   for (cudaError_t e :
-       {allow_staged_smem<Q8_0Layout, Q8_0Int8Step<1, 1>>(q8_0_int8_kernel<1, 1, Q8_0Layout>),
-        allow_staged_smem<Q8_0DeepLayout, Q8_0Int8Step<1, 1>>(q8_0_int8_kernel<1, 1, Q8_0DeepLayout>),
-        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, 1>>(q8_0_int8_kernel<8, 1, Q8_0Layout>),
-        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<8, kQ8_0Tiles>>(
-            q8_0_int8_kernel<8, kQ8_0Tiles, Q8_0Layout>)})
+       {allow_staged_smem<Q8_0Layout, Q8_0Int8Step<false, 1>>(q8_0_int8_kernel<false, 1, Q8_0Layout>),
+        allow_staged_smem<Q8_0DeepLayout, Q8_0Int8Step<false, 1>>(q8_0_int8_kernel<false, 1, Q8_0DeepLayout>),
+        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<true, 1>>(q8_0_int8_kernel<true, 1, Q8_0Layout>),
+        allow_staged_smem<Q8_0Layout, Q8_0Int8Step<true, kQ8_0Tiles>>(
+            q8_0_int8_kernel<true, kQ8_0Tiles, Q8_0Layout>)})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }
@@ -560,35 +558,28 @@ cudaError_t int8_gemv(cudaStream_t s, DType t, unsigned blocks, const Group& gro
                       int sm_count) {
   const unsigned threads = kGemvWarps * 32;
   const auto* pre = static_cast<const unsigned char*>(scratch);
-  const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);  // 1 up to 8 tokens
-  cudaError_t e = cudaErrorInvalidValue;
-  const auto run = [&](auto n) {
-    constexpr int NT = decltype(n)::value;
-    if (t == DType::Q4_K) {
-      e = launch(int8_gemv_kernel<Q4KInt8, NT>, blocks * tiles, threads, 0, s, group, x, tiles, pre);
-    } else if (t == DType::Q8_0) {
-      const auto q8_0 = [&](auto k, auto layout) {
-        constexpr int kTiles = decltype(k)::value;
-        using L = decltype(layout);
-        const unsigned groups = (tiles + kTiles - 1) / kTiles;
-        return launch(q8_0_int8_kernel<NT, kTiles, L>, blocks * groups, threads,
-                      staged_smem<L, Q8_0Int8Step<NT, kTiles>>(), s, group, x, groups, pre);
-      };
-      using One = std::integral_constant<int, 1>;
-      if constexpr (NT == 8)
-        e = tiles > 1 ? q8_0(std::integral_constant<int, kQ8_0Tiles>{}, Q8_0Layout{})
-                      : q8_0(One{}, Q8_0Layout{});
-      else if (blocks <= 2u * static_cast<unsigned>(sm_count))
-        e = q8_0(One{}, Q8_0DeepLayout{});
-      else
-        e = q8_0(One{}, Q8_0Layout{});
-    }
+  if (t != DType::Q4_K && t != DType::Q8_0) return cudaErrorInvalidValue;
+  if (x.rows == 1) {  // each warp rounds its own step's activations
+    if (t == DType::Q4_K)
+      return launch(int8_gemv_kernel<Q4KInt8, 1>, blocks, threads, 0, s, group, x, 1u, pre);
+    // Launches of at most two blocks per SM take the deeper stages.
+    const auto q8_0 = [&](auto layout) {
+      using L = decltype(layout);
+      return launch(q8_0_int8_kernel<false, 1, L>, blocks, threads, staged_smem<L, Q8_0Int8Step<false, 1>>(),
+                    s, group, x, 1u, pre);
+    };
+    return blocks <= 2u * static_cast<unsigned>(sm_count) ? q8_0(Q8_0DeepLayout{}) : q8_0(Q8_0Layout{});
+  }
+  const auto tiles = static_cast<unsigned>((x.rows + 7) / 8);  // of 8 tokens
+  if (t == DType::Q4_K)
+    return launch(int8_gemv_kernel<Q4KInt8, 8>, blocks * tiles, threads, 0, s, group, x, tiles, pre);
+  const auto q8_0 = [&](auto k) {
+    constexpr int kTiles = decltype(k)::value;
+    const unsigned groups = (tiles + kTiles - 1) / kTiles;
+    return launch(q8_0_int8_kernel<true, kTiles, Q8_0Layout>, blocks * groups, threads,
+                  staged_smem<Q8_0Layout, Q8_0Int8Step<true, kTiles>>(), s, group, x, groups, pre);
   };
-  if (x.rows == 1)
-    run(std::integral_constant<int, 1>{});
-  else
-    run(std::integral_constant<int, 8>{});
-  return e;
+  return tiles > 1 ? q8_0(std::integral_constant<int, kQ8_0Tiles>{}) : q8_0(std::integral_constant<int, 1>{});
 }
 
 }  // namespace ferrum::cuda
